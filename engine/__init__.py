@@ -1,0 +1,1 @@
+"""DKNet inference engine: pipeline, model, IO and CLI."""
