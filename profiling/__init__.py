@@ -1,1 +1,1 @@
-"""profiling — see README."""
+"""Stage timing and the RTX 3090 budget (SPEC §0)."""
