@@ -1,7 +1,7 @@
 """Post-processing: Otsu thresholds, assignment, scoring, filtering, superpoint refinement
 (SPEC §9–11; the official test script's steps, vectorized).
 
-Masks are point-major: ``masks (N, I)``. An assignment is ``(N,) int64``: the instance of each
+Masks are instance-major: ``masks (I, N)``. An assignment is ``(N,) int64``: the instance of each
 point, or -1 for none.
 """
 
@@ -20,10 +20,10 @@ MIN_SCORE = 0.1  # keep instances scoring more than this
 
 def otsu_histograms(masks: torch.Tensor, levels: int = OTSU_LEVELS) -> torch.Tensor:
     """Per-instance histograms (I, levels) int64 of ``trunc(m * levels)``, clamped to levels - 1
-    **[fix]**, counted exactly. masks (N, I) float32."""
-    count = masks.shape[1]
+    **[fix]**, counted exactly. masks (I, N) float32."""
+    count = masks.shape[0]
     quantized = (masks * levels).to(torch.int64).clamp_(max=levels - 1)
-    quantized += torch.arange(count, device=masks.device) * levels
+    quantized += torch.arange(count, device=masks.device).unsqueeze(1) * levels
     return torch.bincount(quantized.view(-1), minlength=count * levels).view(count, levels)
 
 
@@ -56,12 +56,12 @@ def assign(scores: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
     """Per point the first instance with the largest score; -1 where that score is below the
     smallest non-zero threshold (everywhere if no threshold is non-zero).
 
-    scores (N, I) float32, thresholds (I,) float32 -> (N,) int64.
+    scores (I, N) float32, thresholds (I,) float32 -> (N,) int64.
     """
     nonzero = thresholds[thresholds != 0]
-    if scores.shape[1] == 0 or nonzero.numel() == 0:
-        return torch.full((scores.shape[0],), -1, dtype=torch.int64, device=scores.device)
-    best, which = scores.max(dim=1)
+    if scores.shape[0] == 0 or nonzero.numel() == 0:
+        return torch.full((scores.shape[1],), -1, dtype=torch.int64, device=scores.device)
+    best, which = scores.max(dim=0)
     return torch.where(best < nonzero.min(), torch.full_like(which, -1), which)
 
 
@@ -108,42 +108,42 @@ def postprocess(masks: torch.Tensor, semantic_scores: torch.Tensor, object_idx: 
                 superpoints: torch.Tensor | None) -> PostResult:
     """The official test script's post-processing (SPEC §10).
 
-    masks (N, I) float32 soft masks; semantic_scores (N, 20) float32 logits; object_idx (No,)
+    masks (I, N) float32 soft masks; semantic_scores (N, 20) float32 logits; object_idx (No,)
     int64; superpoints (N,) int64 or None.
     """
-    num_points, count = masks.shape
+    count, num_points = masks.shape
     device = masks.device
     labels = semantic_scores.argmax(dim=1)
     thresholds = otsu_thresholds(otsu_histograms(masks))
 
     # 1-2: threshold, assign, vote classes.
-    kept = masks * (masks >= thresholds)
+    kept = masks * (masks >= thresholds.unsqueeze(1))
     assignment = assign(kept, thresholds)
     classes = instance_classes(assignment, labels, object_idx, count)
     # 3 [quirk]: cover = floor(Σ_assigned m) / Σ_all M', the numerator truncated to an integer.
-    best = masks.gather(1, assignment.clamp(min=0).unsqueeze(1)).squeeze(1)
+    best = masks.gather(0, assignment.clamp(min=0).unsqueeze(0)).squeeze(0)
     covered = per_instance_sum(best, assignment, count).floor()
-    cover = (covered / (kept.sum(dim=0) + 1e-6)).clamp(max=1.0)
+    cover = (covered / (kept.sum(dim=1) + 1e-6)).clamp(max=1.0)
     # 4: rescale by cover and re-assign.
-    kept = torch.sqrt(kept * cover)
+    kept = torch.sqrt(kept * cover.unsqueeze(1))
     scaled_thresholds = torch.sqrt(thresholds * cover)
     assignment = assign(kept, scaled_thresholds)
     # 5: drop instances with too few points.
     sizes = torch.bincount(assignment[assignment >= 0], minlength=count)
     survivors = torch.nonzero(sizes > MIN_POINTS).view(-1)
-    kept, scaled_thresholds, classes = kept[:, survivors], scaled_thresholds[survivors], classes[survivors]
+    kept, scaled_thresholds, classes = kept[survivors], scaled_thresholds[survivors], classes[survivors]
     assignment = assign(kept, scaled_thresholds)
     # 6: score = sqrt(mean mask value * mean class probability), drop low scores.
     n = survivors.numel()
     sizes = torch.bincount(assignment[assignment >= 0], minlength=n).float() + 1e-6
-    best = kept.gather(1, assignment.clamp(min=0).unsqueeze(1)).squeeze(1)
+    best = kept.gather(0, assignment.clamp(min=0).unsqueeze(0)).squeeze(0)
     mask_mean = per_instance_sum(best, assignment, n) / sizes
     probs = semantic_scores.softmax(dim=1)
     prob = probs.gather(1, classes.clamp(max=NUM_CLASSES - 1)[assignment.clamp(min=0)].unsqueeze(1)).squeeze(1)
     prob_mean = per_instance_sum(prob, assignment, n) / sizes
     scores = torch.sqrt(torch.where(classes == INVALID_CLASS, torch.zeros_like(mask_mean), mask_mean * prob_mean))
     confident = torch.nonzero(scores > MIN_SCORE).view(-1)
-    survivors, kept = survivors[confident], kept[:, confident]
+    survivors, kept = survivors[confident], kept[confident]
     scores, scaled_thresholds = scores[confident], scaled_thresholds[confident]
     assignment = assign(kept, scaled_thresholds)
     # 7: superpoint refinement, classes again, drop invalid ones.

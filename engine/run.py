@@ -1,0 +1,174 @@
+"""``python -m engine.run SCENE.ply [...]``: DKNet instance segmentation from the command line.
+
+Errors a user can cause (bad files, bad checkpoint, no device, out of memory) end the scene with
+one line on stderr and a non-zero exit status; nothing partial is left in the output folder.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+from engine.cli_args import dump_path, parse_args
+
+
+class UserError(Exception):
+    """A one-line, user-facing failure."""
+
+
+def _resolve_checkpoint(args) -> Path | None:
+    from engine.checkpoint import CHECKPOINT_ENV, CHECKPOINT_SOURCE
+
+    if args.random_weights:
+        return None
+    if args.checkpoint is not None:
+        return args.checkpoint
+    if os.environ.get(CHECKPOINT_ENV):
+        return Path(os.environ[CHECKPOINT_ENV])
+    raise UserError(f"no weights: pass --checkpoint PATH or set ${CHECKPOINT_ENV} ({CHECKPOINT_SOURCE}), "
+                    "or use --random-weights to test the pipeline")
+
+
+def _device(choice: str):
+    import torch
+
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available (use --device cpu)")
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(choice)
+
+
+def _load_model(args, device):
+    from engine.checkpoint import CheckpointError, load_checkpoint, randomize_weights
+    from engine.model import build_model
+    from engine.sparse_provider import ProviderError, select_provider
+
+    checkpoint = _resolve_checkpoint(args)
+    try:
+        provider = select_provider(device)
+    except ProviderError as exc:
+        raise UserError(str(exc)) from None
+    model = build_model(provider)
+    try:
+        if checkpoint is None:
+            randomize_weights(model, args.seed)
+        else:
+            load_checkpoint(model, checkpoint)
+    except CheckpointError as exc:
+        raise UserError(str(exc)) from None
+    return model.to(device).eval()
+
+
+def _is_out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
+
+
+def _write_dump(path: Path, arrays: dict) -> None:
+    import numpy as np
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp.npz")
+    try:
+        np.savez(tmp, **arrays)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _segment(args, model, device, scene_path: Path, num_scenes: int):
+    """Read, infer and write one scene; returns (scene name, result, stage times ms, notes)."""
+    from engine.outputs import write_scene_outputs
+    from engine.pipeline import infer_scene
+    from engine.scene_io import SceneInputError, read_scene
+    from engine.superpoints import superpoints_for_scene
+    from profiling.stage_timer import StageTimer
+
+    timer = StageTimer(device)
+    try:
+        with timer.stage("read"):
+            scene = read_scene(scene_path)
+        with timer.stage("superpoints"):
+            if args.no_superpoints:
+                superpoints, source = None, "off"
+            else:
+                superpoints, source = superpoints_for_scene(scene.path, scene.xyz, scene.faces)
+    except (SceneInputError, ValueError, OSError) as exc:
+        raise UserError(str(exc)) from None
+    try:
+        result = infer_scene(model, scene.xyz, scene.rgb, superpoints, device, timer)
+    except Exception as exc:
+        if _is_out_of_memory(exc):
+            raise UserError(f"{scene_path}: out of memory on {device.type} "
+                            f"({scene.num_points} points); try --device cpu or a smaller scene") from None
+        raise
+    try:
+        with timer.stage("write"):
+            write_scene_outputs(args.out, scene.name, scene.xyz, scene.faces, result.pred_masks,
+                                result.pred_labels, result.pred_scores)
+            if args.dump is not None:
+                _write_dump(dump_path(args.dump, scene.name, num_scenes), result.dump_arrays())
+    except OSError as exc:
+        raise UserError(f"cannot write outputs for {scene.name}: {exc}") from None
+    notes = {"points": scene.num_points, "voxels": result.num_voxels, "candidates": result.candidates.size,
+             "instances": result.instance_centers.size, "predicted": result.pred_labels.size,
+             "superpoints": source}
+    return scene.name, result, timer.ms, notes
+
+
+def _print_report(console, name: str, stage_ms: dict, notes: dict, provider: str, device) -> None:
+    from rich.table import Table
+
+    from profiling.budget import RTX3090_BUDGET_MS, RTX3090_TOTAL_MS, STAGES
+
+    table = Table(title=f"{name}: {notes['points']} points, {notes['voxels']} voxels, "
+                        f"{notes['candidates']} candidates, {notes['instances']} instances, "
+                        f"{notes['predicted']} predicted (device {device.type}, sparse conv {provider}, "
+                        f"superpoints {notes['superpoints']})")
+    table.add_column("stage")
+    table.add_column("ms", justify="right")
+    table.add_column("RTX 3090 budget ms", justify="right")
+    table.add_column("x budget", justify="right")
+    for stage in STAGES:
+        ms = stage_ms.get(stage, 0.0)
+        budget = RTX3090_BUDGET_MS[stage]
+        table.add_row(stage, f"{ms:.1f}", f"{budget:.1f}", f"{ms / budget:.2f}")
+    total = sum(stage_ms.get(s, 0.0) for s in STAGES)
+    table.add_row("total (4 stages)", f"{total:.1f}", f"{RTX3090_TOTAL_MS:.1f}", f"{total / RTX3090_TOTAL_MS:.2f}")
+    for extra in ("read", "superpoints", "write"):
+        table.add_row(f"{extra} (outside budget)", f"{stage_ms.get(extra, 0.0):.1f}", "", "")
+    console.print(table)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    from rich.console import Console
+
+    console = Console()
+    errors = Console(stderr=True, highlight=False)
+    started = time.perf_counter()
+    try:
+        device = _device(args.device)
+        model = _load_model(args, device)
+    except UserError as exc:
+        errors.print(f"error: {exc}", soft_wrap=True, markup=False)
+        return 1
+    failures = 0
+    for scene_path in args.scenes:
+        try:
+            name, result, stage_ms, notes = _segment(args, model, device, scene_path, len(args.scenes))
+        except UserError as exc:
+            errors.print(f"error: {exc}", soft_wrap=True, markup=False)
+            failures += 1
+            continue
+        _print_report(console, name, stage_ms, notes, model.provider, device)
+        console.print(f"wrote {args.out / (name + '.txt')}, {name}_instances.ply, {name}.png", markup=False)
+    console.print(f"{len(args.scenes) - failures}/{len(args.scenes)} scenes in "
+                  f"{time.perf_counter() - started:.1f} s", markup=False)
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
