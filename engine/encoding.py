@@ -58,7 +58,8 @@ class _Grid:
         keys = (cells[:, 0] * self.dims[1] + cells[:, 1]) * self.dims[2] + cells[:, 2]
         self.order = np.argsort(keys, kind="stable")
         unique, starts, counts = np.unique(keys[self.order], return_index=True, return_counts=True)
-        self.ranges = dict(zip(unique.tolist(), zip(starts.tolist(), (starts + counts).tolist())))
+        spans = zip(starts.tolist(), (starts + counts).tolist(), strict=True)
+        self.ranges = dict(zip(unique.tolist(), spans, strict=True))
         self.cells = cells
         step = np.array([self.dims[1] * self.dims[2], self.dims[2], 1])
         offsets = np.stack(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij"), -1).reshape(-1, 3)

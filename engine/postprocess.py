@@ -77,6 +77,14 @@ def instance_classes(assignment: torch.Tensor, labels: torch.Tensor, object_idx:
     return torch.where(votes.sum(dim=1) > 0, classes, torch.full_like(classes, INVALID_CLASS))
 
 
+def assigned_values(scores: torch.Tensor, assignment: torch.Tensor) -> torch.Tensor:
+    """Each point's score for its assigned instance (0 where none): scores (I, N) -> (N,)."""
+    if scores.shape[0] == 0:
+        return torch.zeros(scores.shape[1], dtype=scores.dtype, device=scores.device)
+    values = scores.gather(0, assignment.clamp(min=0).unsqueeze(0)).squeeze(0)
+    return torch.where(assignment >= 0, values, torch.zeros_like(values))
+
+
 def per_instance_sum(values: torch.Tensor, assignment: torch.Tensor, count: int) -> torch.Tensor:
     """Σ of ``values`` (N,) float32 over each instance's assigned points -> (I,) float32."""
     keep = assignment >= 0
@@ -104,6 +112,13 @@ class PostResult:
     instance_ids: torch.Tensor  # (M,) int64 index of each output among the I merged instances
 
 
+def _nothing_kept(thresholds: torch.Tensor, num_points: int) -> PostResult:
+    device = thresholds.device
+    empty = torch.zeros(0, dtype=torch.int64, device=device)
+    return PostResult(thresholds=thresholds, masks=torch.zeros(0, num_points, dtype=torch.bool, device=device),
+                      classes=empty, scores=torch.zeros(0, device=device), instance_ids=empty)
+
+
 def postprocess(masks: torch.Tensor, semantic_scores: torch.Tensor, object_idx: torch.Tensor,
                 superpoints: torch.Tensor | None) -> PostResult:
     """The official test script's post-processing (SPEC §10).
@@ -112,17 +127,17 @@ def postprocess(masks: torch.Tensor, semantic_scores: torch.Tensor, object_idx: 
     int64; superpoints (N,) int64 or None.
     """
     count, num_points = masks.shape
-    device = masks.device
     labels = semantic_scores.argmax(dim=1)
     thresholds = otsu_thresholds(otsu_histograms(masks))
+    if count == 0:
+        return _nothing_kept(thresholds, num_points)
 
     # 1-2: threshold, assign, vote classes.
     kept = masks * (masks >= thresholds.unsqueeze(1))
     assignment = assign(kept, thresholds)
     classes = instance_classes(assignment, labels, object_idx, count)
     # 3 [quirk]: cover = floor(Σ_assigned m) / Σ_all M', the numerator truncated to an integer.
-    best = masks.gather(0, assignment.clamp(min=0).unsqueeze(0)).squeeze(0)
-    covered = per_instance_sum(best, assignment, count).floor()
+    covered = per_instance_sum(assigned_values(masks, assignment), assignment, count).floor()
     cover = (covered / (kept.sum(dim=1) + 1e-6)).clamp(max=1.0)
     # 4: rescale by cover and re-assign.
     kept = torch.sqrt(kept * cover.unsqueeze(1))
@@ -133,11 +148,12 @@ def postprocess(masks: torch.Tensor, semantic_scores: torch.Tensor, object_idx: 
     survivors = torch.nonzero(sizes > MIN_POINTS).view(-1)
     kept, scaled_thresholds, classes = kept[survivors], scaled_thresholds[survivors], classes[survivors]
     assignment = assign(kept, scaled_thresholds)
-    # 6: score = sqrt(mean mask value * mean class probability), drop low scores.
     n = survivors.numel()
+    if n == 0:
+        return _nothing_kept(thresholds, num_points)
+    # 6: score = sqrt(mean mask value * mean class probability), drop low scores.
     sizes = torch.bincount(assignment[assignment >= 0], minlength=n).float() + 1e-6
-    best = kept.gather(0, assignment.clamp(min=0).unsqueeze(0)).squeeze(0)
-    mask_mean = per_instance_sum(best, assignment, n) / sizes
+    mask_mean = per_instance_sum(assigned_values(kept, assignment), assignment, n) / sizes
     probs = semantic_scores.softmax(dim=1)
     prob = probs.gather(1, classes.clamp(max=NUM_CLASSES - 1)[assignment.clamp(min=0)].unsqueeze(1)).squeeze(1)
     prob_mean = per_instance_sum(prob, assignment, n) / sizes
@@ -148,14 +164,15 @@ def postprocess(masks: torch.Tensor, semantic_scores: torch.Tensor, object_idx: 
     assignment = assign(kept, scaled_thresholds)
     # 7: superpoint refinement, classes again, drop invalid ones.
     n = survivors.numel()
-    if superpoints is not None and n:
+    if n == 0:
+        return _nothing_kept(thresholds, num_points)
+    if superpoints is not None:
         assignment = refine_with_superpoints(assignment, superpoints, n)
     classes = instance_classes(assignment, labels, object_idx, n)
     valid = torch.nonzero(classes != INVALID_CLASS).view(-1)
-    final_masks = assignment.unsqueeze(0) == valid.unsqueeze(1)
     return PostResult(
         thresholds=thresholds,
-        masks=final_masks if n else torch.zeros(0, num_points, dtype=torch.bool, device=device),
+        masks=assignment.unsqueeze(0) == valid.unsqueeze(1),
         classes=classes[valid],
         scores=scores[valid],
         instance_ids=survivors[valid],

@@ -1,0 +1,126 @@
+"""Post-processing: Otsu against a brute-force search, assignment ties, the cover quirk, superpoints."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine import postprocess as pp
+from engine.classes import INVALID_CLASS
+
+
+def brute_force_otsu(hist: np.ndarray) -> float:
+    """SPEC §9 as a double loop, float32 level means (the official op's arithmetic)."""
+    best, threshold = np.float32(0), 0.0
+    levels = len(hist)
+    for t in range(levels):
+        n_lo, n_hi = int(hist[:t].sum()), int(hist[t:].sum())
+        if n_lo == 0 or n_hi == 0:
+            continue
+        w_lo = int((np.arange(t) * hist[:t]).sum())
+        w_hi = int((np.arange(t, levels) * hist[t:]).sum())
+        gap = np.float32(np.float32(w_hi) / np.float32(n_hi)) - np.float32(np.float32(w_lo) / np.float32(n_lo))
+        sigma = np.float32(n_lo * n_hi) * np.float32(gap * gap)
+        if sigma > best:
+            best, threshold = sigma, float(np.float32(t) / np.float32(levels))
+    return threshold
+
+
+@pytest.mark.parametrize("count,points", [(0, 10), (1, 1), (1, 500), (7, 3000), (20, 20000)])
+def test_otsu_matches_brute_force(count, points):
+    g = torch.Generator().manual_seed(count * 1000 + points)
+    masks = torch.rand(count, points, generator=g) ** 3
+    if count > 1:
+        masks[1] = 1.0  # m == 1 lands in level 99 [fix]
+        masks[0, : points // 2] = 0.42  # a two-spike histogram
+    hist = pp.otsu_histograms(masks)
+    levels = (masks.numpy() * 100).astype(np.int64).clip(max=99)
+    for i in range(count):
+        assert hist[i].tolist() == np.bincount(levels[i], minlength=100).tolist()
+    got = pp.otsu_thresholds(hist)
+    want = [brute_force_otsu(h) for h in hist.numpy()]
+    assert got.tolist() == pytest.approx(want, abs=0)
+
+
+def test_otsu_single_level_gives_zero_and_first_strict_maximum_wins():
+    hist = torch.zeros(2, 100, dtype=torch.int64)
+    hist[0, 37] = 50  # one level: no split has both sides
+    hist[1, 10] = hist[1, 30] = 5  # every t in 11..30 gives the same sigma: first (t=11) wins
+    assert pp.otsu_thresholds(hist).tolist() == pytest.approx([0.0, 0.11])
+
+
+def test_assign_ties_take_first_instance_and_threshold_uses_min_nonzero():
+    scores = torch.tensor([[0.5, 0.2, 0.0, 0.3],
+                           [0.5, 0.6, 0.0, 0.1]])
+    thresholds = torch.tensor([0.0, 0.25])
+    # point 0: tie 0.5/0.5 -> instance 0; point 2: best 0.0 < 0.25 -> none; point 3: 0.3 >= 0.25
+    assert pp.assign(scores, thresholds).tolist() == [0, 1, -1, 0]
+    assert pp.assign(scores, torch.zeros(2)).tolist() == [-1] * 4
+    assert pp.assign(torch.zeros(0, 3), torch.zeros(0)).tolist() == [-1] * 3
+
+
+def test_instance_classes_mode_with_smallest_label_on_ties():
+    assignment = torch.tensor([0, 0, 0, 0, 1, -1, 2])
+    labels = torch.tensor([5, 3, 3, 5, 1, 4, 7])
+    object_idx = torch.tensor([0, 1, 2, 3, 5, 6])  # point 4 (label 1) is not an object point
+    classes = pp.instance_classes(assignment, labels, object_idx, 4)
+    assert classes.tolist() == [3, INVALID_CLASS, 7, INVALID_CLASS]
+
+
+def test_cover_quirk_truncates_the_numerator():
+    # One instance: assigned mask values sum to 2.7 -> floor 2; thresholded sum 3.0 -> cover 2/3.
+    masks = torch.tensor([[0.9, 0.9, 0.9, 0.3, 0.0]])
+    thresholds = torch.tensor([0.5])
+    kept = masks * (masks >= thresholds.unsqueeze(1))
+    assignment = pp.assign(kept, thresholds)
+    covered = pp.per_instance_sum(pp.assigned_values(masks, assignment), assignment, 1).floor()
+    cover = (covered / (kept.sum(dim=1) + 1e-6)).clamp(max=1.0)
+    assert covered.tolist() == [2.0]
+    assert cover.item() == pytest.approx(2 / 2.7, rel=1e-5)
+
+
+def test_refine_with_superpoints_majority_and_none_last():
+    assignment = torch.tensor([0, 0, 1, -1, -1, 1, 1, -1])
+    superpoints = torch.tensor([10, 10, 10, 20, 20, 20, 30, 30])
+    # sp 10: {0: 2, 1: 1} -> 0; sp 20: {1: 1, none: 2} -> none; sp 30: tie 1 vs none -> 1 (none last)
+    assert pp.refine_with_superpoints(assignment, superpoints, 2).tolist() == [0, 0, 0, -1, -1, -1, 1, 1]
+
+
+def _two_blob_scene(num_points=1000):
+    g = torch.Generator().manual_seed(0)
+    masks = torch.rand(3, num_points, generator=g) * 0.05
+    masks[0, :400] = 0.9
+    masks[1, 500:800] = 0.8
+    masks[2, 900:950] = 0.95  # too small (50 points): dropped in step 5
+    logits = torch.zeros(num_points, 20)
+    logits[:400, 5] = 4.0
+    logits[500:800, 7] = 4.0
+    logits[400:500, 0] = 4.0  # wall
+    object_idx = torch.nonzero(logits.argmax(1) >= 2).view(-1)
+    return masks, logits, object_idx
+
+
+def test_postprocess_end_to_end_small_scene():
+    masks, logits, object_idx = _two_blob_scene()
+    result = pp.postprocess(masks, logits, object_idx, None)
+    assert result.thresholds.shape == (3,)
+    assert result.instance_ids.tolist() == [0, 1]
+    assert result.classes.tolist() == [5, 7]
+    assert result.masks.shape == (2, 1000)
+    assert result.masks[0, :400].all() and not result.masks[0, 400:].any()
+    assert result.masks[1, 500:800].all() and result.masks[1].sum() == 300
+    assert (result.scores > 0.1).all() and (result.scores <= 1).all()
+
+
+def test_postprocess_with_no_instances():
+    logits = torch.zeros(10, 20)
+    result = pp.postprocess(torch.zeros(0, 10), logits, torch.arange(10), torch.arange(10))
+    assert result.masks.shape == (0, 10) and result.scores.numel() == 0 and result.thresholds.numel() == 0
+
+
+def test_postprocess_when_every_instance_is_filtered_out():
+    masks, logits, object_idx = _two_blob_scene()
+    result = pp.postprocess(masks[2:], logits, object_idx, torch.arange(1000) // 10)
+    assert result.masks.shape == (0, 1000) and result.classes.numel() == 0
+    assert result.thresholds.shape == (1,)
