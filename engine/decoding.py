@@ -37,7 +37,7 @@ def decode_masks(theta: torch.Tensor, mask_features: torch.Tensor, xyz_m: torch.
     """Soft masks of all instances.
 
     theta (I, 337), mask_features (N, 16), xyz_m (N, 3), centres_m (I, 3), all float32.
-    Returns masks (I, N) float32 in [0, 1].
+    Returns masks (N, I) float32 in [0, 1], point-major (post-processing reduces over instances).
 
     Per chunk of points: hidden (I·16, n) = [W1 | bias] (I·16, 20) @ [f, p, 1]ᵀ (20, n), ReLU in place,
     then W2 as a batched (I, 1, 16) @ (I, 16, n) product. Buffers are allocated once.
@@ -51,7 +51,7 @@ def decode_masks(theta: torch.Tensor, mask_features: torch.Tensor, xyz_m: torch.
     inputs_t = torch.cat((mask_features, xyz_m, ones), dim=1).t()  # (20, N)
     w2_rows = w2.unsqueeze(1).contiguous()  # (I, 1, 16)
     bias_out = b2.unsqueeze(1)  # (I, 1)
-    masks = torch.empty(count, num_points, dtype=torch.float32, device=theta.device)
+    masks = torch.empty(num_points, count, dtype=torch.float32, device=theta.device)
     chunk = max(1, min(chunk_points, num_points))
     hidden_buffer = torch.empty(count * HIDDEN, chunk, dtype=torch.float32, device=theta.device)
     logits_buffer = torch.empty(count, 1, chunk, dtype=torch.float32, device=theta.device)
@@ -60,5 +60,5 @@ def decode_masks(theta: torch.Tensor, mask_features: torch.Tensor, xyz_m: torch.
         hidden = torch.mm(stacked_w1, inputs_t[:, start:start + n], out=hidden_buffer[:, :n])
         hidden.clamp_(min=0)
         logits = torch.bmm(w2_rows, hidden.view(count, HIDDEN, n), out=logits_buffer[:, :, :n])
-        masks[:, start:start + n] = logits.view(count, n).add_(bias_out).sigmoid_()
+        masks[start:start + n] = logits.view(count, n).add_(bias_out).sigmoid_().t()
     return masks

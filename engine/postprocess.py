@@ -1,8 +1,15 @@
 """Post-processing: Otsu thresholds, assignment, scoring, filtering, superpoint refinement
-(SPEC §9–11; the official test script's steps, vectorized).
+(SPEC §9–11: the official test script's steps, vectorized).
 
-Masks are instance-major: ``masks (I, N)``. An assignment is ``(N,) int64``: the instance of each
-point, or -1 for none.
+Masks are point-major, ``masks (N, I)``, so per-point reductions over instances are contiguous.
+An assignment is ``(N,) int64``: the instance of each point, or -1 for none.
+
+The script re-assigns points after each filtering step (too few points, low score). Dropping
+instances cannot change the first maximum of a point whose instance survives, and cannot assign
+a point that was unassigned (the smallest non-zero threshold can only rise), so only the points
+of dropped instances are re-assigned, over the survivors (``restrict``); everything else is O(N).
+The full (N, I) matrix is walked three times, in cache-sized blocks of points: histograms;
+thresholding fused with the first assignment and the column sums; rescaling fused with the second.
 """
 
 from __future__ import annotations
@@ -16,15 +23,22 @@ from engine.classes import INVALID_CLASS, NUM_CLASSES
 OTSU_LEVELS = 100
 MIN_POINTS = 100  # keep instances with more assigned points than this
 MIN_SCORE = 0.1  # keep instances scoring more than this
+HISTOGRAM_CHUNK = 4096  # points per bincount call (keeps the int16 level codes cache-sized)
+ASSIGN_CHUNK = 4096  # points per block in the fused threshold/rescale + assignment passes
+ZERO_STANDIN = 1e-30
 
 
 def otsu_histograms(masks: torch.Tensor, levels: int = OTSU_LEVELS) -> torch.Tensor:
     """Per-instance histograms (I, levels) int64 of ``trunc(m * levels)``, clamped to levels - 1
-    **[fix]**, counted exactly. masks (I, N) float32."""
-    count = masks.shape[0]
-    quantized = (masks * levels).to(torch.int64).clamp_(max=levels - 1)
-    quantized += torch.arange(count, device=masks.device).unsqueeze(1) * levels
-    return torch.bincount(quantized.view(-1), minlength=count * levels).view(count, levels)
+    **[fix]**, counted exactly. masks (N, I) float32 in [0, 1]."""
+    count = masks.shape[1]
+    codes_dtype = torch.int16 if count * levels < 2**15 else torch.int64
+    offsets = (torch.arange(count, device=masks.device) * levels).to(codes_dtype)
+    hist = torch.zeros(count * levels, dtype=torch.int64, device=masks.device)
+    for start in range(0, masks.shape[0], HISTOGRAM_CHUNK):
+        codes = (masks[start:start + HISTOGRAM_CHUNK] * levels).to(codes_dtype).clamp_(max=levels - 1)
+        hist += torch.bincount(codes.add_(offsets).view(-1), minlength=count * levels)
+    return hist.view(count, levels)
 
 
 def otsu_thresholds(hist: torch.Tensor) -> torch.Tensor:
@@ -52,17 +66,73 @@ def otsu_thresholds(hist: torch.Tensor) -> torch.Tensor:
     return torch.where(best_sigma > 0, thresholds, torch.zeros_like(thresholds))
 
 
-def assign(scores: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
+def _min_nonzero(thresholds: torch.Tensor) -> torch.Tensor | None:
+    nonzero = thresholds[thresholds != 0]
+    return nonzero.min() if nonzero.numel() else None
+
+
+def assign(scores: torch.Tensor, thresholds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per point the first instance with the largest score; -1 where that score is below the
     smallest non-zero threshold (everywhere if no threshold is non-zero).
 
-    scores (I, N) float32, thresholds (I,) float32 -> (N,) int64.
+    scores (N, I) float32, thresholds (I,) float32 -> (assignment (N,) int64, best score (N,) float32).
     """
-    nonzero = thresholds[thresholds != 0]
-    if scores.shape[0] == 0 or nonzero.numel() == 0:
-        return torch.full((scores.shape[1],), -1, dtype=torch.int64, device=scores.device)
-    best, which = scores.max(dim=0)
-    return torch.where(best < nonzero.min(), torch.full_like(which, -1), which)
+    num_points = scores.shape[0]
+    floor = _min_nonzero(thresholds)
+    if scores.shape[1] == 0 or floor is None:
+        return (torch.full((num_points,), -1, dtype=torch.int64, device=scores.device),
+                torch.zeros(num_points, device=scores.device))
+    best, which = scores.max(dim=1)
+    return torch.where(best < floor, torch.full_like(which, -1), which), best
+
+
+def restrict(assignment: torch.Tensor, best: torch.Tensor, scores: torch.Tensor, keep: torch.Tensor,
+             thresholds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``assign(scores[:, keep], thresholds)`` computed from the assignment over all instances.
+
+    assignment, best (N,): ``assign(scores, ...)`` over all I instances; keep (K,) int64 ascending
+    indices of the kept instances; thresholds (K,) their thresholds. Returns the assignment in
+    kept numbering (0..K-1, -1 for none) and the best kept score per point.
+    """
+    count = scores.shape[1]
+    renumber = torch.full((count + 1,), -1, dtype=torch.int64, device=scores.device)
+    renumber[keep] = torch.arange(keep.numel(), device=scores.device)
+    new = renumber[assignment]  # -1 (none) maps through the last slot to -1
+    best = best.clone()
+    lost = torch.nonzero((assignment >= 0) & (new < 0)).view(-1)
+    if lost.numel() and keep.numel():
+        best[lost], new[lost] = scores[lost.unsqueeze(1), keep.unsqueeze(0)].max(dim=1)
+    floor = _min_nonzero(thresholds)
+    if floor is None:
+        return torch.full_like(new, -1), best
+    return torch.where((new >= 0) & (best >= floor), new, torch.full_like(new, -1)), best
+
+
+def _assign_chunked(scores: torch.Tensor, transform, thresholds: torch.Tensor,
+                    with_column_sums: bool = False):
+    """``transform`` each cache-sized block of points in place, then assign (as ``assign``).
+
+    scores (N, I) float32 is overwritten by the transform. Returns (assignment (N,), best (N,),
+    column sums (I,) float32 of the transformed scores or None). Blocks keep every temporary in
+    cache and avoid boolean intermediates (slow on CPU).
+    """
+    num_points, count = scores.shape
+    best = torch.empty(num_points, device=scores.device)
+    which = torch.empty(num_points, dtype=torch.int64, device=scores.device)
+    sums = torch.zeros(count, device=scores.device) if with_column_sums else None
+    buffer = torch.empty(min(ASSIGN_CHUNK, num_points), count, device=scores.device)
+    for start in range(0, num_points, ASSIGN_CHUNK):
+        block = scores[start:start + ASSIGN_CHUNK]
+        stop = start + block.shape[0]
+        transform(block, buffer[:block.shape[0]])
+        torch.max(block, dim=1, out=(best[start:stop], which[start:stop]))
+        if sums is not None:
+            sums += block.sum(dim=0)
+    floor = _min_nonzero(thresholds)
+    if count == 0 or floor is None:
+        which.fill_(-1)
+        return which, best.zero_(), sums
+    return torch.where(best < floor, torch.full_like(which, -1), which), best, sums
 
 
 def instance_classes(assignment: torch.Tensor, labels: torch.Tensor, object_idx: torch.Tensor,
@@ -77,18 +147,11 @@ def instance_classes(assignment: torch.Tensor, labels: torch.Tensor, object_idx:
     return torch.where(votes.sum(dim=1) > 0, classes, torch.full_like(classes, INVALID_CLASS))
 
 
-def assigned_values(scores: torch.Tensor, assignment: torch.Tensor) -> torch.Tensor:
-    """Each point's score for its assigned instance (0 where none): scores (I, N) -> (N,)."""
-    if scores.shape[0] == 0:
-        return torch.zeros(scores.shape[1], dtype=scores.dtype, device=scores.device)
-    values = scores.gather(0, assignment.clamp(min=0).unsqueeze(0)).squeeze(0)
-    return torch.where(assignment >= 0, values, torch.zeros_like(values))
-
-
 def per_instance_sum(values: torch.Tensor, assignment: torch.Tensor, count: int) -> torch.Tensor:
-    """Σ of ``values`` (N,) float32 over each instance's assigned points -> (I,) float32."""
+    """Σ of ``values`` (N,) over each instance's assigned points -> (I,), in the dtype of ``values``."""
     keep = assignment >= 0
-    return torch.zeros(count, device=values.device).index_add_(0, assignment[keep], values[keep])
+    sums = torch.zeros(count, dtype=values.dtype, device=values.device)
+    return sums.index_add_(0, assignment[keep], values[keep])
 
 
 def refine_with_superpoints(assignment: torch.Tensor, superpoints: torch.Tensor, count: int) -> torch.Tensor:
@@ -123,49 +186,62 @@ def postprocess(masks: torch.Tensor, semantic_scores: torch.Tensor, object_idx: 
                 superpoints: torch.Tensor | None) -> PostResult:
     """The official test script's post-processing (SPEC §10).
 
-    masks (I, N) float32 soft masks; semantic_scores (N, 20) float32 logits; object_idx (No,)
-    int64; superpoints (N,) int64 or None.
+    masks (N, I) float32 soft masks, **overwritten** (thresholded and rescaled in place: the
+    engine does not need them afterwards); semantic_scores (N, 20) float32 logits;
+    object_idx (No,) int64; superpoints (N,) int64 or None.
     """
-    count, num_points = masks.shape
+    num_points, count = masks.shape
     labels = semantic_scores.argmax(dim=1)
     thresholds = otsu_thresholds(otsu_histograms(masks))
     if count == 0:
         return _nothing_kept(thresholds, num_points)
 
-    # 1-2: threshold, assign, vote classes.
-    kept = masks * (masks >= thresholds.unsqueeze(1))
-    assignment = assign(kept, thresholds)
+    # 1-2: M' = m where m >= T else 0; assign; vote classes.
+    def threshold(block: torch.Tensor, buffer: torch.Tensor) -> None:
+        block.mul_(torch.ge(block, thresholds, out=buffer))
+
+    kept = masks
+    assignment, best, kept_sums = _assign_chunked(kept, threshold, thresholds, with_column_sums=True)
     classes = instance_classes(assignment, labels, object_idx, count)
-    # 3 [quirk]: cover = floor(Σ_assigned m) / Σ_all M', the numerator truncated to an integer.
-    covered = per_instance_sum(assigned_values(masks, assignment), assignment, count).floor()
-    cover = (covered / (kept.sum(dim=1) + 1e-6)).clamp(max=1.0)
-    # 4: rescale by cover and re-assign.
-    kept = torch.sqrt(kept * cover.unsqueeze(1))
+    # 3 [quirk]: cover = floor(Σ_assigned m) / Σ_all M', the numerator truncated to an integer
+    # (assigned points have m >= T, so their m is their M'). The numerator is summed in float64:
+    # a float32 sum's order-dependent rounding would decide the floor when the sum is near an integer.
+    covered = per_instance_sum(best.double(), assignment, count).floor().float()
+    cover = (covered / (kept_sums + 1e-6)).clamp(max=1.0)
+    # 4: M'' = sqrt(M' * cover), T'' = sqrt(T * cover); assign.
+    # Zeros are raised to ZERO_STANDIN before the sqrt (CPU sqrt of 0.0 is ~7x slower than of a
+    # normal number). This changes no result: sqrt(ZERO_STANDIN) = 1e-15 is below every non-zero
+    # T'' (>= sqrt(0.01 / N)), so such a point stays unassigned whichever instance wins the tie,
+    # and only assigned points' values are used afterwards.
+    def rescale(block: torch.Tensor, _: torch.Tensor) -> None:
+        torch.sqrt(block.mul_(cover).clamp_(min=ZERO_STANDIN), out=block)
+
     scaled_thresholds = torch.sqrt(thresholds * cover)
-    assignment = assign(kept, scaled_thresholds)
-    # 5: drop instances with too few points.
+    assignment, best, _ = _assign_chunked(kept, rescale, scaled_thresholds)
+    # 5: keep instances with more than MIN_POINTS points; assign among them.
     sizes = torch.bincount(assignment[assignment >= 0], minlength=count)
-    survivors = torch.nonzero(sizes > MIN_POINTS).view(-1)
-    kept, scaled_thresholds, classes = kept[survivors], scaled_thresholds[survivors], classes[survivors]
-    assignment = assign(kept, scaled_thresholds)
-    n = survivors.numel()
-    if n == 0:
+    ids = torch.nonzero(sizes > MIN_POINTS).view(-1)
+    if ids.numel() == 0:
         return _nothing_kept(thresholds, num_points)
-    # 6: score = sqrt(mean mask value * mean class probability), drop low scores.
+    assignment, best = restrict(assignment, best, kept, ids, scaled_thresholds[ids])
+    # 6: score = sqrt(mean M'' * mean class probability) over assigned points; keep > MIN_SCORE.
+    n = ids.numel()
+    classes = classes[ids]
     sizes = torch.bincount(assignment[assignment >= 0], minlength=n).float() + 1e-6
-    mask_mean = per_instance_sum(assigned_values(kept, assignment), assignment, n) / sizes
-    probs = semantic_scores.softmax(dim=1)
-    prob = probs.gather(1, classes.clamp(max=NUM_CLASSES - 1)[assignment.clamp(min=0)].unsqueeze(1)).squeeze(1)
-    prob_mean = per_instance_sum(prob, assignment, n) / sizes
+    mask_mean = per_instance_sum(best, assignment, n) / sizes
+    members = torch.nonzero(assignment >= 0).view(-1)  # softmax only where a probability is used
+    member_class = classes.clamp(max=NUM_CLASSES - 1)[assignment[members]]
+    prob = semantic_scores[members].softmax(dim=1).gather(1, member_class.unsqueeze(1)).squeeze(1)
+    prob_mean = torch.zeros(n, device=prob.device).index_add_(0, assignment[members], prob) / sizes
     scores = torch.sqrt(torch.where(classes == INVALID_CLASS, torch.zeros_like(mask_mean), mask_mean * prob_mean))
     confident = torch.nonzero(scores > MIN_SCORE).view(-1)
-    survivors, kept = survivors[confident], kept[confident]
-    scores, scaled_thresholds = scores[confident], scaled_thresholds[confident]
-    assignment = assign(kept, scaled_thresholds)
-    # 7: superpoint refinement, classes again, drop invalid ones.
-    n = survivors.numel()
-    if n == 0:
+    if confident.numel() == 0:
         return _nothing_kept(thresholds, num_points)
+    global_assignment = torch.where(assignment >= 0, ids[assignment.clamp(min=0)], assignment)
+    ids, scores = ids[confident], scores[confident]
+    assignment, _ = restrict(global_assignment, best, kept, ids, scaled_thresholds[ids])
+    # 7: superpoint refinement, classes again, drop invalid ones.
+    n = ids.numel()
     if superpoints is not None:
         assignment = refine_with_superpoints(assignment, superpoints, n)
     classes = instance_classes(assignment, labels, object_idx, n)
@@ -175,5 +251,5 @@ def postprocess(masks: torch.Tensor, semantic_scores: torch.Tensor, object_idx: 
         masks=assignment.unsqueeze(0) == valid.unsqueeze(1),
         classes=classes[valid],
         scores=scores[valid],
-        instance_ids=survivors[valid],
+        instance_ids=ids[valid],
     )

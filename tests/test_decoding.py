@@ -34,8 +34,8 @@ def test_decode_matches_literal(count, points, chunk):
     xyz = torch.randn(points, 3, generator=g) * 3
     centres = torch.randn(count, 3, generator=g) * 3
     got = decode_masks(theta, feats, xyz, centres, chunk_points=chunk)
-    assert got.shape == (count, points) and got.dtype == torch.float32
-    torch.testing.assert_close(got, literal_masks(theta, feats, xyz, centres), rtol=0, atol=ATOL)
+    assert got.shape == (points, count) and got.dtype == torch.float32
+    torch.testing.assert_close(got, literal_masks(theta, feats, xyz, centres).t(), rtol=0, atol=ATOL)
 
 
 def test_parameter_layout():

@@ -8,6 +8,7 @@ import torch
 
 from engine import postprocess as pp
 from engine.classes import INVALID_CLASS
+from tests.literal_postprocess import literal_postprocess
 
 
 def brute_force_otsu(hist: np.ndarray) -> float:
@@ -34,7 +35,7 @@ def test_otsu_matches_brute_force(count, points):
     if count > 1:
         masks[1] = 1.0  # m == 1 lands in level 99 [fix]
         masks[0, : points // 2] = 0.42  # a two-spike histogram
-    hist = pp.otsu_histograms(masks)
+    hist = pp.otsu_histograms(masks.t().contiguous())
     levels = (masks.numpy() * 100).astype(np.int64).clip(max=99)
     for i in range(count):
         assert hist[i].tolist() == np.bincount(levels[i], minlength=100).tolist()
@@ -52,12 +53,26 @@ def test_otsu_single_level_gives_zero_and_first_strict_maximum_wins():
 
 def test_assign_ties_take_first_instance_and_threshold_uses_min_nonzero():
     scores = torch.tensor([[0.5, 0.2, 0.0, 0.3],
-                           [0.5, 0.6, 0.0, 0.1]])
+                           [0.5, 0.6, 0.0, 0.1]]).t()
     thresholds = torch.tensor([0.0, 0.25])
     # point 0: tie 0.5/0.5 -> instance 0; point 2: best 0.0 < 0.25 -> none; point 3: 0.3 >= 0.25
-    assert pp.assign(scores, thresholds).tolist() == [0, 1, -1, 0]
-    assert pp.assign(scores, torch.zeros(2)).tolist() == [-1] * 4
-    assert pp.assign(torch.zeros(0, 3), torch.zeros(0)).tolist() == [-1] * 3
+    assignment, best = pp.assign(scores, thresholds)
+    assert assignment.tolist() == [0, 1, -1, 0]
+    assert best.tolist() == pytest.approx([0.5, 0.6, 0.0, 0.3])
+    assert pp.assign(scores, torch.zeros(2))[0].tolist() == [-1] * 4
+    assert pp.assign(torch.zeros(3, 0), torch.zeros(0))[0].tolist() == [-1] * 3
+
+
+def test_restrict_equals_assigning_over_the_kept_instances():
+    g = torch.Generator().manual_seed(5)
+    scores = (torch.rand(2000, 9, generator=g) * 4).floor() / 4  # many exact ties
+    thresholds = torch.tensor([0.0, 0.25, 0.5, 0.25, 0.0, 0.75, 0.5, 0.25, 0.5])
+    assignment, best = pp.assign(scores, thresholds)
+    for keep in ([0, 2, 5], [1, 3, 4, 8], [4], [0, 4], list(range(9))):
+        keep = torch.tensor(keep)
+        got, _ = pp.restrict(assignment, best, scores, keep, thresholds[keep])
+        want, _ = pp.assign(scores[:, keep], thresholds[keep])
+        assert got.tolist() == want.tolist(), keep.tolist()
 
 
 def test_instance_classes_mode_with_smallest_label_on_ties():
@@ -70,14 +85,17 @@ def test_instance_classes_mode_with_smallest_label_on_ties():
 
 def test_cover_quirk_truncates_the_numerator():
     # One instance: assigned mask values sum to 2.7 -> floor 2; thresholded sum 3.0 -> cover 2/3.
-    masks = torch.tensor([[0.9, 0.9, 0.9, 0.3, 0.0]])
-    thresholds = torch.tensor([0.5])
-    kept = masks * (masks >= thresholds.unsqueeze(1))
-    assignment = pp.assign(kept, thresholds)
-    covered = pp.per_instance_sum(pp.assigned_values(masks, assignment), assignment, 1).floor()
-    cover = (covered / (kept.sum(dim=1) + 1e-6)).clamp(max=1.0)
-    assert covered.tolist() == [2.0]
-    assert cover.item() == pytest.approx(2 / 2.7, rel=1e-5)
+    # The second instance takes no point but its M' row sum is 1.2: cover 0.
+    masks = torch.tensor([[0.9, 0.9, 0.9, 0.3, 0.0],
+                          [0.6, 0.6, 0.0, 0.0, 0.0]]).t()
+    logits = torch.zeros(5, 20)
+    logits[:, 3] = 1.0
+    result = literal_postprocess(masks.t().clone(), logits, torch.arange(5), None, torch.tensor([0.5, 0.5]))
+    assert result[0].shape[0] == 0  # 3 points only: dropped by the size filter, as it should
+    kept = masks * (masks >= 0.5)
+    assignment, best = pp.assign(kept, torch.tensor([0.5, 0.5]))
+    covered = pp.per_instance_sum(best, assignment, 2).floor()
+    assert covered.tolist() == [2.0, 0.0]  # 2.7 truncated to 2
 
 
 def test_refine_with_superpoints_majority_and_none_last():
@@ -88,6 +106,7 @@ def test_refine_with_superpoints_majority_and_none_last():
 
 
 def _two_blob_scene(num_points=1000):
+    """masks (I, N) instance-major, as the literal oracle takes them."""
     g = torch.Generator().manual_seed(0)
     masks = torch.rand(3, num_points, generator=g) * 0.05
     masks[0, :400] = 0.9
@@ -103,7 +122,7 @@ def _two_blob_scene(num_points=1000):
 
 def test_postprocess_end_to_end_small_scene():
     masks, logits, object_idx = _two_blob_scene()
-    result = pp.postprocess(masks, logits, object_idx, None)
+    result = pp.postprocess(masks.t().contiguous(), logits, object_idx, None)
     assert result.thresholds.shape == (3,)
     assert result.instance_ids.tolist() == [0, 1]
     assert result.classes.tolist() == [5, 7]
@@ -115,12 +134,43 @@ def test_postprocess_end_to_end_small_scene():
 
 def test_postprocess_with_no_instances():
     logits = torch.zeros(10, 20)
-    result = pp.postprocess(torch.zeros(0, 10), logits, torch.arange(10), torch.arange(10))
+    result = pp.postprocess(torch.zeros(10, 0), logits, torch.arange(10), torch.arange(10))
     assert result.masks.shape == (0, 10) and result.scores.numel() == 0 and result.thresholds.numel() == 0
 
 
 def test_postprocess_when_every_instance_is_filtered_out():
     masks, logits, object_idx = _two_blob_scene()
-    result = pp.postprocess(masks[2:], logits, object_idx, torch.arange(1000) // 10)
+    result = pp.postprocess(masks[2:].t().contiguous(), logits, object_idx, torch.arange(1000) // 10)
     assert result.masks.shape == (0, 1000) and result.classes.numel() == 0
     assert result.thresholds.shape == (1,)
+
+
+def _random_scene(count, points, seed):
+    """Blobs of high mask values on random point sets, random logits, sometimes quantized."""
+    g = torch.Generator().manual_seed(seed)
+    masks = torch.rand(count, points, generator=g) * 0.3
+    for i in range(count):
+        start = int(torch.randint(0, points, (1,), generator=g))
+        size = int(torch.randint(1, max(2, points // 3), (1,), generator=g))
+        masks[i, start:start + size] += torch.rand(min(size, points - start), generator=g) * 0.7
+    if seed % 2:
+        masks = (masks * 20).floor() / 20  # exact ties between instances
+    logits = torch.randn(points, 20, generator=g) * 2
+    object_idx = torch.nonzero(logits.argmax(1) >= 2).view(-1)
+    superpoints = torch.randint(0, max(1, points // 7), (points,), generator=g) if seed % 3 else None
+    return masks, logits, object_idx, superpoints
+
+
+@pytest.mark.parametrize("count,points,seed", [(1, 1, 0), (1, 300, 1), (4, 1000, 2), (12, 3000, 3),
+                                               (30, 5000, 4), (30, 5000, 5), (60, 8000, 6)])
+def test_postprocess_matches_literal_oracle(count, points, seed):
+    masks, logits, object_idx, superpoints = _random_scene(count, points, seed)
+    thresholds = pp.otsu_thresholds(pp.otsu_histograms(masks.t().contiguous()))
+    want = literal_postprocess(masks.clone(), logits, object_idx, superpoints, thresholds)
+    got = pp.postprocess(masks.t().contiguous(), logits, object_idx, superpoints)
+    assert got.thresholds.tolist() == thresholds.tolist()
+    assert got.instance_ids.tolist() == want[3].tolist()
+    assert got.classes.tolist() == want[1].tolist()
+    assert torch.equal(got.masks, want[0])
+    # Scores: same formula, sums in a different order: float32 rounding only.
+    torch.testing.assert_close(got.scores, want[2], rtol=1e-5, atol=1e-6)
