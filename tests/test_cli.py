@@ -1,0 +1,183 @@
+"""``python -m engine.run`` on synthetic scenes: outputs, dump, and every bad input."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from plyfile import PlyData
+
+from engine import run
+from engine.synthetic import generate_scene, write_scannet_scene
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def scene_path(tmp_path_factory) -> Path:
+    return write_scannet_scene(generate_scene(4000, seed=2), tmp_path_factory.mktemp("scene"), "scene0007_00")
+
+
+def _run(argv, capsys):
+    code = run.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_end_to_end_outputs_and_dump(scene_path, tmp_path, capsys):
+    out = tmp_path / "out"
+    code, stdout, err = _run([scene_path, "--random-weights", "--seed", "1", "--out", out,
+                              "--dump", tmp_path / "d.npz"], capsys)
+    assert code == 0, err
+    for stage in ("backbone", "encoding", "decoding", "post_processing", "160.6", "129.3", "16.3", "45.9"):
+        assert stage in stdout
+    assert "spconv" in stdout and "segs.json" in stdout
+    dump = np.load(tmp_path / "d.npz")
+    n = PlyData.read(str(scene_path))["vertex"].count
+    assert dump["semantic_scores"].shape == (n, 20) and dump["semantic_scores"].dtype == np.float32
+    assert dump["offsets"].shape == (n, 3) and dump["heatmap"].shape == (n,)
+    objects = dump["semantic_scores"].argmax(1) >= 2
+    assert dump["heatmap"][~objects].max(initial=0) == 0
+    assert dump["heatmap"][objects].sum() == pytest.approx(1.0, rel=1e-4)
+    assert objects[dump["candidates"]].all() and len(set(dump["candidates"].tolist())) == dump["candidates"].size
+    assert dump["thresholds"].shape == dump["instance_centers"].shape
+    masks = dump["pred_masks"]
+    assert masks.dtype == bool and masks.shape[1] == n and masks.sum(0).max(initial=0) <= 1  # disjoint
+    assert dump["pred_labels"].shape == dump["pred_scores"].shape == (masks.shape[0],)
+    assert set(dump["pred_labels"].tolist()) <= {3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39}
+    lines = (out / "scene0007_00.txt").read_text().splitlines()
+    assert len(lines) == masks.shape[0]
+    for i, line in enumerate(lines):
+        rel, label, score = line.split()
+        assert rel == f"predicted_masks/scene0007_00_{i:03d}.txt"
+        assert int(label) == dump["pred_labels"][i] and float(score) == pytest.approx(dump["pred_scores"][i], abs=1e-4)
+        assert np.array_equal(np.loadtxt(out / rel, dtype=int), masks[i].astype(int))
+    assert (out / "scene0007_00_instances.ply").exists() and (out / "scene0007_00.png").stat().st_size > 0
+
+
+def test_same_result_every_run(scene_path, tmp_path, capsys):
+    for k in range(2):
+        assert _run([scene_path, "--random-weights", "--out", tmp_path / f"o{k}", "--dump", tmp_path / f"{k}.npz"],
+                    capsys)[0] == 0
+    a, b = np.load(tmp_path / "0.npz"), np.load(tmp_path / "1.npz")
+    for key in a.files:
+        assert np.array_equal(a[key], b[key]), key
+
+
+def test_no_superpoints_flag(scene_path, tmp_path, capsys):
+    code, stdout, _ = _run([scene_path, "--random-weights", "--no-superpoints", "--out", tmp_path], capsys)
+    assert code == 0 and "superpoints off" in stdout
+
+
+def test_several_scenes_one_bad(scene_path, tmp_path, capsys):
+    bad = tmp_path / "broken.ply"
+    bad.write_bytes(b"ply\nformat binary_little_endian 1.0\nelement vertex 10\n")
+    out = tmp_path / "out"
+    code, _, err = _run([bad, scene_path, "--random-weights", "--out", out, "--dump", tmp_path / "d.npz"], capsys)
+    assert code == 1
+    assert err.count("\n") == 1 and "broken.ply" in err
+    assert (out / "scene0007_00.txt").exists() and (tmp_path / "d.scene0007_00.npz").exists()
+    assert not list(out.glob("broken*"))
+
+
+def _bad_ply(tmp_path: Path, kind: str) -> Path:
+    path = tmp_path / f"{kind}.ply"
+    if kind == "missing":
+        return path
+    if kind == "garbage":
+        path.write_bytes(os.urandom(300))
+        return path
+    n = 0 if kind == "empty" else 5
+    xyz = np.zeros((n, 3), np.float32)
+    if kind == "nan":
+        xyz[2, 1] = np.nan
+    if kind == "inf":
+        xyz[0, 0] = np.inf
+    vertex = np.zeros(n, dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1")])
+    for i, axis in enumerate("xyz"):
+        vertex[axis] = xyz[:, i]
+    from plyfile import PlyElement
+    PlyData([PlyElement.describe(vertex, "vertex")]).write(str(path))
+    return path
+
+
+@pytest.mark.parametrize("kind,needle", [("missing", "not found"), ("garbage", ""), ("empty", "zero vertices"),
+                                         ("nan", "NaN"), ("inf", "infinit")])
+def test_bad_scene_one_line_no_outputs(tmp_path, capsys, kind, needle):
+    path = _bad_ply(tmp_path, kind)
+    out = tmp_path / "out"
+    code, stdout, err = _run([path, "--random-weights", "--out", out, "--dump", tmp_path / "d.npz"], capsys)
+    assert code == 1
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+    assert path.name in err and needle.lower() in err.lower()
+    assert not (tmp_path / "d.npz").exists()
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_wrong_checkpoint_names_tensors(tmp_path, scene_path, capsys):
+    ckpt = tmp_path / "other.pth"
+    torch.save({"model": {"encoder.weight": torch.zeros(3)}}, ckpt)
+    code, _, err = _run([scene_path, "--checkpoint", ckpt, "--out", tmp_path / "o"], capsys)
+    assert code == 1 and err.count("\n") == 1
+    assert "527 missing" in err and "encoder.weight" in err and "input_conv.0.weight" in err
+
+
+def test_no_weights_says_where_the_checkpoint_comes_from(scene_path, capsys, monkeypatch):
+    monkeypatch.delenv("DKNET_CHECKPOINT", raising=False)
+    code, _, err = _run([scene_path], capsys)
+    assert code == 1 and "--checkpoint" in err and "DKNET_CHECKPOINT" in err and "W1zheng/DKNet" in err
+
+
+def test_checkpoint_from_environment(tmp_path, scene_path, capsys, monkeypatch, random_model):
+    ckpt = tmp_path / "c.pth"
+    torch.save({"model": {f"module.{k}": v for k, v in random_model.state_dict().items()}}, ckpt)
+    monkeypatch.setenv("DKNET_CHECKPOINT", str(ckpt))
+    assert _run([scene_path, "--out", tmp_path / "o"], capsys)[0] == 0
+
+
+def test_out_of_memory_is_one_line(scene_path, tmp_path, capsys, monkeypatch):
+    def exhausted(*_args, **_kwargs):
+        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr("engine.pipeline.infer_scene", exhausted)
+    out = tmp_path / "o"
+    code, _, err = _run([scene_path, "--random-weights", "--out", out], capsys)
+    assert code == 1 and "out of memory" in err and err.count("\n") == 1
+    assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("argv,needle", [(["--backend", "triton"], "not available yet"),
+                                         (["--engine-file", "x.onnx"], "--engine-file"),
+                                         (["--random-weights", "--checkpoint", "c.pth"], "not both")])
+def test_usage_errors(scene_path, capsys, argv, needle):
+    with pytest.raises(SystemExit) as info:
+        run.main([str(scene_path), *argv])
+    assert info.value.code == 2 and needle in capsys.readouterr().err
+
+
+def test_cuda_request_without_gpu(scene_path, capsys):
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    code, _, err = _run([scene_path, "--random-weights", "--device", "cuda"], capsys)
+    assert code == 1 and "no CUDA device" in err
+
+
+def test_help_does_not_import_torch():
+    code = "import sys, runpy; sys.argv=['engine.run','--help']\n" \
+           "try:\n runpy.run_module('engine.run', run_name='__main__')\nexcept SystemExit: pass\n" \
+           "assert 'torch' not in sys.modules, 'torch imported'"
+    result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "--random-weights" in result.stdout
+
+
+def test_subprocess_bad_input_has_no_traceback(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "engine.run", str(tmp_path / "nope.ply"), "--random-weights"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and "nope.ply" in result.stderr
