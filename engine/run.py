@@ -123,10 +123,11 @@ def _print_report(console, name: str, stage_ms: dict, notes: dict, provider: str
 
     from profiling.budget import RTX3090_BUDGET_MS, RTX3090_TOTAL_MS, STAGES
 
-    table = Table(title=f"{name}: {notes['points']} points, {notes['voxels']} voxels, "
-                        f"{notes['candidates']} candidates, {notes['instances']} instances, "
-                        f"{notes['predicted']} predicted (device {device.type}, sparse conv {provider}, "
-                        f"superpoints {notes['superpoints']})")
+    console.print(f"{name}: {notes['points']} points, {notes['voxels']} voxels, {notes['candidates']} candidates, "
+                  f"{notes['instances']} instances, {notes['predicted']} predicted", markup=False, soft_wrap=True)
+    console.print(f"device {device.type}, sparse conv {provider}, superpoints {notes['superpoints']}",
+                  markup=False, soft_wrap=True)
+    table = Table()
     table.add_column("stage")
     table.add_column("ms", justify="right")
     table.add_column("RTX 3090 budget ms", justify="right")

@@ -12,6 +12,7 @@ Two providers share spconv 2.x's module API and weight layout ``(out, kx, ky, kz
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass
 from types import ModuleType
 
@@ -26,6 +27,11 @@ class ProviderError(RuntimeError):
 class SparseProvider:
     name: str  # "spconv" or "spconv-triton"
     module: ModuleType  # exposes SparseConvTensor, SubMConv3d, SparseConv3d, SparseInverseConv3d, ...
+
+
+# spconv's SparseSequential calls torch.fx's deprecated ``is_fx_tracing``, whose one-time warning
+# means nothing to our users; only that logger is quietened.
+logging.getLogger("torch.fx._symbolic_trace").setLevel(logging.ERROR)
 
 
 def _import(module_name: str) -> ModuleType | None:
