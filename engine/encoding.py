@@ -169,7 +169,7 @@ def merge_probabilities(model: DKNet, descriptors: torch.Tensor) -> torch.Tensor
     """Pairwise merge probabilities A (P, P) float32: MLP on ``max(|d_i - d_j|, 1e-6)`` (SPEC §6)."""
     count = descriptors.shape[0]
     diff = (descriptors.unsqueeze(1) - descriptors.unsqueeze(0)).abs().clamp(min=1e-6)
-    return model.merge_scores(diff.view(count * count, -1)).view(count, count)
+    return model.merge_scores(diff.view(count * count, descriptors.shape[1])).view(count, count)
 
 
 def greedy_merge(merge_probs: np.ndarray, threshold: float = MERGE_THRESHOLD) -> np.ndarray:
