@@ -49,28 +49,55 @@ def heat_and_threshold(heat: torch.Tensor, thres: float = HEAT_THRESHOLD) -> tup
     return heat.cpu().numpy(), np.float32(max(1e-6, thres))
 
 
+def _stable_argsort(keys: np.ndarray) -> np.ndarray:
+    """Stable ascending argsort of int64 keys (torch's integer sort is a radix sort: ~5x numpy's)."""
+    return torch.sort(torch.from_numpy(keys), stable=True).indices.numpy()
+
+
+def heat_order(heat: np.ndarray) -> np.ndarray:
+    """Indices by descending heat, ties by ascending index. heat (No,) float32, all >= 0, whose
+    IEEE bit patterns therefore sort like the values."""
+    bits = np.ascontiguousarray(heat, dtype=np.float32).view(np.int32).astype(np.int64)
+    return _stable_argsort(-bits)
+
+
 class _Grid:
-    """Object points bucketed into cubic cells of edge just over 2R (27 cells cover a 2R ball)."""
+    """Object points sorted into cubic cells of edge just over 2R: the 27 cells around a point
+    cover its 2R ball, and they are 9 contiguous runs of the sorted arrays (z-neighbours are
+    adjacent keys), so a neighbourhood is gathered with slices, not fancy indexing."""
 
-    def __init__(self, xyz: np.ndarray, cell: float):
+    def __init__(self, xyz: np.ndarray, labels: np.ndarray, rank: np.ndarray, cell: float):
         cells = np.floor((xyz - xyz.min(axis=0)) / cell).astype(np.int64) + 1
-        self.dims = cells.max(axis=0) + 2
-        keys = (cells[:, 0] * self.dims[1] + cells[:, 1]) * self.dims[2] + cells[:, 2]
-        self.order = np.argsort(keys, kind="stable")
-        unique, starts, counts = np.unique(keys[self.order], return_index=True, return_counts=True)
-        spans = zip(starts.tolist(), (starts + counts).tolist(), strict=True)
-        self.ranges = dict(zip(unique.tolist(), spans, strict=True))
-        self.cells = cells
-        step = np.array([self.dims[1] * self.dims[2], self.dims[2], 1])
-        offsets = np.stack(np.meshgrid([-1, 0, 1], [-1, 0, 1], [-1, 0, 1], indexing="ij"), -1).reshape(-1, 3)
-        self.neighbour_steps = (offsets @ step).tolist()
-        self.step = step
+        dims = cells.max(axis=0) + 2
+        keys = (cells[:, 0] * dims[1] + cells[:, 1]) * dims[2] + cells[:, 2]
+        order = _stable_argsort(keys)
+        self.keys = keys[order]
+        self.point_keys = keys
+        self.ids = order
+        self.coords = [np.ascontiguousarray(xyz[order, k]) for k in range(3)]
+        self.labels = labels[order]
+        self.rank = rank[order]
+        dx, dy = np.meshgrid([-1, 0, 1], [-1, 0, 1], indexing="ij")
+        self.column_steps = (dx * dims[1] + dy).ravel() * dims[2]  # 9 (x, y) columns
 
-    def around(self, point: int) -> np.ndarray:
-        """Indices of the points in the 27 cells around ``point``'s cell."""
-        key = int(self.cells[point] @ self.step)
-        spans = [self.ranges[k] for k in (key + s for s in self.neighbour_steps) if k in self.ranges]
-        return np.concatenate([self.order[a:b] for a, b in spans])
+    def around(self, point: int) -> tuple[slice, ...]:
+        """The 9 runs of sorted positions holding the 27 cells around ``point``'s cell."""
+        centres = self.point_keys[point] + self.column_steps
+        starts = np.searchsorted(self.keys, centres - 1, side="left").tolist()
+        ends = np.searchsorted(self.keys, centres + 1, side="right").tolist()
+        return tuple(slice(a, b) for a, b in zip(starts, ends, strict=True) if b > a)
+
+    def gather(self, array: np.ndarray, runs: tuple[slice, ...]) -> np.ndarray:
+        return np.concatenate([array[run] for run in runs])
+
+
+def _first_unvisited(visited: np.ndarray, start: int, window: int = 4096) -> int:
+    """First index >= start with ``visited`` False (the array ends with a False sentinel)."""
+    while True:
+        span = visited[start:start + window]
+        if not span.all():
+            return start + int(np.argmin(span))
+        start += window
 
 
 def mine_candidates(
@@ -95,27 +122,31 @@ def mine_candidates(
     r2 = np.float32(radius) * np.float32(radius)
     r2_bg = np.float32(4) * r2
     local = np.float32(local_thres)
-    visit_order = np.argsort(-heat, kind="stable")
+    visit_order = heat_order(heat)
     rank = np.empty(num, dtype=np.int64)
     rank[visit_order] = np.arange(num)
     visited_by_rank = np.zeros(num + 1, dtype=bool)  # a sentinel False at the end
-    grid = _Grid(xyz_m, 2 * radius + 1e-3) if num else None
+    grid = _Grid(xyz_m, labels, rank, 2 * radius + 1e-3) if num else None
+    xq, yq, zq = (xyz_m[:, k] for k in range(3))
 
     points, sizes, fg_lists, bg_lists = [], [], [], []
     position = 0
     while len(points) < max_candidates:
-        position += int(np.argmin(visited_by_rank[position:]))
+        position = _first_unvisited(visited_by_rank, position)
         if position >= num:
             break
         q = int(visit_order[position])
         if heat[q] < thres:
             break
-        near = grid.around(q)
-        delta = xyz_m[near] - xyz_m[q]
-        d2 = delta[:, 0] * delta[:, 0] + delta[:, 1] * delta[:, 1] + delta[:, 2] * delta[:, 2]
+        runs = grid.around(q)
+        near = grid.gather(grid.ids, runs)
+        dx = grid.gather(grid.coords[0], runs) - xq[q]
+        dy = grid.gather(grid.coords[1], runs) - yq[q]
+        dz = grid.gather(grid.coords[2], runs) - zq[q]
+        d2 = dx * dx + dy * dy + dz * dz  # float32, the official op's order
         in_ball = d2 < r2
-        visited_by_rank[rank[near[in_ball]]] = True
-        same = labels[near] == labels[q]
+        visited_by_rank[grid.gather(grid.rank, runs)[in_ball]] = True
+        same = grid.gather(grid.labels, runs) == labels[q]
         fg = np.sort(near[in_ball & same])[:max_fg]
         bg = np.sort(near[(d2 < r2_bg) & ~same])[:max_bg]
         max_heat = max(heat[q], heat[fg].max())

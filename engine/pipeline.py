@@ -1,7 +1,9 @@
 """One scene through DKNet, stage by stage (SPEC §0): backbone, encoding, decoding, post-processing.
 
-This is the reference path: plain, vectorized PyTorch (and NumPy for the sequential mining scan).
-Every optimized backend is tested against it.
+Each stage is one function here; ``infer_scene`` times them with the stage boundaries of the
+paper's Table S3, and the benchmarks call the same functions. This is the reference path: plain,
+vectorized PyTorch (and NumPy for the sequential mining scan), against which every optimized
+backend is tested.
 """
 
 from __future__ import annotations
@@ -14,10 +16,59 @@ import torch
 from engine import encoding
 from engine.classes import NYU40_IDS
 from engine.decoding import decode_masks
-from engine.model import DKNet
-from engine.postprocess import postprocess
-from engine.preprocess import voxelize
+from engine.model import DKNet, PointOutputs
+from engine.postprocess import PostResult, postprocess
+from engine.preprocess import Voxelized, voxelize
 from profiling.stage_timer import StageTimer
+
+
+@dataclass
+class BackboneResult:
+    vox: Voxelized
+    points: PointOutputs
+    heat: torch.Tensor  # (No,) float32 softmax over the scene's object points
+
+
+@dataclass
+class EncodingResult:
+    candidates: encoding.Candidates
+    instances: encoding.Instances
+    theta: torch.Tensor  # (I, 337) float32 dynamic-conv parameters
+    centres: torch.Tensor  # (I,) int64 point index of each instance centre
+
+
+def run_backbone(model: DKNet, xyz: np.ndarray, rgb: np.ndarray, device: torch.device) -> BackboneResult:
+    """SPEC §1–3: voxelize, sparse U-Net, point heads, heatmap."""
+    vox = voxelize(xyz, rgb, device)
+    points = model(vox.voxel_features, vox.voxel_coords, vox.spatial_shape, vox.point_to_voxel)
+    return BackboneResult(vox, points, torch.softmax(points.heat_logits, dim=0))
+
+
+def run_encoding(model: DKNet, backbone: BackboneResult) -> EncodingResult:
+    """SPEC §4–7: candidate mining, description, merging, kernel generation."""
+    points, obj = backbone.points, backbone.points.object_idx
+    obj_xyz = backbone.vox.xyz_m[obj]
+    scan_heat, thres = encoding.heat_and_threshold(backbone.heat)
+    labels = points.semantic_scores.argmax(dim=1)[obj]
+    cands = encoding.mine_candidates(obj_xyz.cpu().numpy(), labels.cpu().numpy(), scan_heat, thres)
+    descriptors = encoding.describe_candidates(cands, points.kernel_features, obj_xyz, points.offsets[obj])
+    group = encoding.greedy_merge(encoding.merge_probabilities(model, descriptors).cpu().numpy())
+    fg_features = descriptors[:, : points.kernel_features.shape[1]]
+    instances = encoding.merge_instances(group, cands, backbone.heat, fg_features)
+    theta = model.weight_generator(instances.kernels)
+    return EncodingResult(cands, instances, theta, obj[instances.centre_points])
+
+
+def run_decoding(backbone: BackboneResult, encoded: EncodingResult) -> torch.Tensor:
+    """SPEC §8: soft masks (N, I) float32 of all instances."""
+    xyz_m = backbone.vox.xyz_m
+    return decode_masks(encoded.theta, backbone.points.mask_features, xyz_m, xyz_m[encoded.centres])
+
+
+def run_post_processing(masks: torch.Tensor, backbone: BackboneResult, superpoints: np.ndarray | None) -> PostResult:
+    """SPEC §9–11 (``masks`` is overwritten)."""
+    sp = None if superpoints is None else torch.from_numpy(np.asarray(superpoints, np.int64)).to(masks.device)
+    return postprocess(masks, backbone.points.semantic_scores, backbone.points.object_idx, sp)
 
 
 @dataclass
@@ -48,42 +99,27 @@ def infer_scene(model: DKNet, xyz: np.ndarray, rgb: np.ndarray, superpoints: np.
                 device: torch.device, timer: StageTimer) -> SceneResult:
     """Run DKNet on one scene: xyz (N, 3) float, rgb (N, 3) uint8, superpoints (N,) int or None."""
     with timer.stage("backbone"):
-        vox = voxelize(xyz, rgb, device)
-        out = model(vox.voxel_features, vox.voxel_coords, vox.spatial_shape, vox.point_to_voxel)
-        heat = torch.softmax(out.heat_logits, dim=0)  # over all object points of the scene
-
+        backbone = run_backbone(model, xyz, rgb, device)
     with timer.stage("encoding"):
-        obj = out.object_idx
-        obj_xyz = vox.xyz_m[obj]
-        scan_heat, thres = encoding.heat_and_threshold(heat)
-        labels = out.semantic_scores.argmax(dim=1)
-        cands = encoding.mine_candidates(obj_xyz.cpu().numpy(), labels[obj].cpu().numpy(), scan_heat, thres)
-        descriptors = encoding.describe_candidates(cands, out.kernel_features, obj_xyz, out.offsets[obj])
-        probs = encoding.merge_probabilities(model, descriptors)
-        group = encoding.greedy_merge(probs.cpu().numpy())
-        instances = encoding.merge_instances(group, cands, heat, descriptors[:, : out.kernel_features.shape[1]])
-        theta = model.weight_generator(instances.kernels)
-
+        encoded = run_encoding(model, backbone)
     with timer.stage("decoding"):
-        centres = obj[instances.centre_points]
-        masks = decode_masks(theta, out.mask_features, vox.xyz_m, vox.xyz_m[centres])
-
+        masks = run_decoding(backbone, encoded)
     with timer.stage("post_processing"):
-        sp = None if superpoints is None else torch.from_numpy(np.asarray(superpoints, np.int64)).to(device)
-        post = postprocess(masks, out.semantic_scores, obj, sp)
+        post = run_post_processing(masks, backbone, superpoints)
 
+    obj = backbone.points.object_idx
     heatmap = torch.zeros(xyz.shape[0], device=device)
-    heatmap[obj] = heat
+    heatmap[obj] = backbone.heat
     nyu40 = torch.tensor(NYU40_IDS, device=device)
     return SceneResult(
-        semantic_scores=out.semantic_scores.cpu().numpy(),
-        offsets=out.offsets.cpu().numpy(),
+        semantic_scores=backbone.points.semantic_scores.cpu().numpy(),
+        offsets=backbone.points.offsets.cpu().numpy(),
         heatmap=heatmap.cpu().numpy(),
-        candidates=obj.cpu().numpy()[cands.points],
-        instance_centers=centres.cpu().numpy(),
+        candidates=obj.cpu().numpy()[encoded.candidates.points],
+        instance_centers=encoded.centres.cpu().numpy(),
         thresholds=post.thresholds.cpu().numpy(),
         pred_masks=post.masks.cpu().numpy(),
         pred_labels=nyu40[post.classes].cpu().numpy(),
         pred_scores=post.scores.cpu().numpy(),
-        num_voxels=int(vox.voxel_coords.shape[0]),
+        num_voxels=int(backbone.vox.voxel_coords.shape[0]),
     )

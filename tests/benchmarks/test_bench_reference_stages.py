@@ -1,0 +1,77 @@
+"""Reference-path stage benchmarks on a 150k-point synthetic scene (``pytest --benchmark-only``).
+
+Each stage runs on the same backbone outputs (computed once). The decoding group carries its
+arithmetic floor measured in the same run: a float32 matmul with the decoding's multiply-adds, so
+the ratio decoding / floor is measured side by side. The RTX 3090 budget of each stage is in
+``extra_info`` (CPU times are compared with it only as a ratio; absolute GPU times come from GPUs).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from engine.checkpoint import randomize_weights
+from engine.model import build_model
+from engine.pipeline import run_backbone, run_decoding, run_encoding, run_post_processing
+from engine.sparse_provider import select_provider
+from engine.synthetic import generate_scene
+from profiling.budget import RTX3090_BUDGET_MS
+
+POINTS = 150_000
+
+
+@pytest.fixture(scope="module")
+def scene():
+    device = torch.device("cpu")
+    model = build_model(select_provider(device))
+    randomize_weights(model, seed=0)
+    synthetic = generate_scene(POINTS, seed=1)
+    with torch.no_grad():
+        backbone = run_backbone(model, synthetic.vertices_m, synthetic.colors, device)
+        encoded = run_encoding(model, backbone)
+    return model, backbone, encoded, synthetic.segments.astype(np.int64)
+
+
+def _decode_flops(num_points: int, num_instances: int) -> int:
+    return 2 * num_points * num_instances * (16 * 19 + 16 + 16)  # W1 x, + b1, W2 h (multiply-adds x 2)
+
+
+@pytest.mark.benchmark(group="encoding")
+def test_encoding(benchmark, scene):
+    model, backbone, _, _ = scene
+    benchmark.extra_info["budget_ms"] = RTX3090_BUDGET_MS["encoding"]
+    result = benchmark.pedantic(lambda: torch.no_grad()(run_encoding)(model, backbone), rounds=5, warmup_rounds=1)
+    benchmark.extra_info["candidates"] = int(result.candidates.points.size)
+
+
+@pytest.mark.parametrize("instances", [100, 150])
+@pytest.mark.benchmark(group="decoding")
+def test_decoding(benchmark, scene, instances):
+    _, backbone, encoded, _ = scene
+    subset = type(encoded)(encoded.candidates, encoded.instances, encoded.theta[:instances],
+                           encoded.centres[:instances])
+    benchmark.extra_info.update(budget_ms=RTX3090_BUDGET_MS["decoding"],
+                                instances=int(subset.theta.shape[0]),
+                                gflop=_decode_flops(POINTS, int(subset.theta.shape[0])) / 1e9)
+    benchmark.pedantic(run_decoding, args=(backbone, subset), rounds=5, warmup_rounds=1)
+
+
+@pytest.mark.parametrize("instances", [100, 150])
+@pytest.mark.benchmark(group="decoding")
+def test_decoding_arithmetic_floor(benchmark, instances):
+    """A square float32 matmul doing the decoding's multiply-adds: the machine's matmul floor."""
+    side = round((_decode_flops(POINTS, instances) / 2) ** (1 / 3))
+    a, b = torch.randn(side, side), torch.randn(side, side)
+    benchmark.extra_info["gflop"] = 2 * side**3 / 1e9
+    benchmark.pedantic(torch.mm, args=(a, b), rounds=5, warmup_rounds=1)
+
+
+@pytest.mark.benchmark(group="post_processing")
+def test_post_processing(benchmark, scene):
+    _, backbone, encoded, segments = scene
+    masks = run_decoding(backbone, encoded)
+    benchmark.extra_info.update(budget_ms=RTX3090_BUDGET_MS["post_processing"], instances=int(masks.shape[1]))
+    benchmark.pedantic(run_post_processing, setup=lambda: ((masks.clone(), backbone, segments), {}),
+                       rounds=5, warmup_rounds=1)
