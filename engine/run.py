@@ -157,9 +157,10 @@ def main(argv: list[str] | None = None) -> int:
         errors.print(f"error: {exc}", soft_wrap=True, markup=False)
         return 1
     failures = 0
-    for scene_path in args.scenes:
+    for index, scene_path in enumerate(args.scenes, start=1):
         try:
-            name, result, stage_ms, notes = _segment(args, model, device, scene_path, len(args.scenes))
+            with console.status(f"[{index}/{len(args.scenes)}] segmenting {scene_path.name}"):
+                name, result, stage_ms, notes = _segment(args, model, device, scene_path, len(args.scenes))
         except UserError as exc:
             errors.print(f"error: {exc}", soft_wrap=True, markup=False)
             failures += 1
