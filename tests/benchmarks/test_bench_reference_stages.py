@@ -50,8 +50,7 @@ def test_encoding(benchmark, scene):
 @pytest.mark.benchmark(group="decoding")
 def test_decoding(benchmark, scene, instances):
     _, backbone, encoded, _ = scene
-    subset = type(encoded)(encoded.candidates, encoded.instances, encoded.theta[:instances],
-                           encoded.centres[:instances])
+    subset = _first_instances(encoded, instances)
     benchmark.extra_info.update(budget_ms=RTX3090_BUDGET_MS["decoding"],
                                 instances=int(subset.theta.shape[0]),
                                 gflop=_decode_flops(POINTS, int(subset.theta.shape[0])) / 1e9)
@@ -68,10 +67,15 @@ def test_decoding_arithmetic_floor(benchmark, instances):
     benchmark.pedantic(torch.mm, args=(a, b), rounds=5, warmup_rounds=1)
 
 
+def _first_instances(encoded, count: int):
+    return type(encoded)(encoded.candidates, encoded.instances, encoded.theta[:count], encoded.centres[:count])
+
+
+@pytest.mark.parametrize("instances", [50, 150])
 @pytest.mark.benchmark(group="post_processing")
-def test_post_processing(benchmark, scene):
+def test_post_processing(benchmark, scene, instances):
     _, backbone, encoded, segments = scene
-    masks = run_decoding(backbone, encoded)
+    masks = run_decoding(backbone, _first_instances(encoded, instances))
     benchmark.extra_info.update(budget_ms=RTX3090_BUDGET_MS["post_processing"], instances=int(masks.shape[1]))
     benchmark.pedantic(run_post_processing, setup=lambda: ((masks.clone(), backbone, segments), {}),
                        rounds=5, warmup_rounds=1)
