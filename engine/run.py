@@ -12,54 +12,7 @@ import time
 from pathlib import Path
 
 from engine.cli_args import dump_path, parse_args
-
-
-class UserError(Exception):
-    """A one-line, user-facing failure."""
-
-
-def _resolve_checkpoint(args) -> Path | None:
-    from engine.checkpoint import CHECKPOINT_ENV, CHECKPOINT_SOURCE
-
-    if args.random_weights:
-        return None
-    if args.checkpoint is not None:
-        return args.checkpoint
-    if os.environ.get(CHECKPOINT_ENV):
-        return Path(os.environ[CHECKPOINT_ENV])
-    raise UserError(f"no weights: pass --checkpoint PATH or set ${CHECKPOINT_ENV} ({CHECKPOINT_SOURCE}), "
-                    "or use --random-weights to test the pipeline")
-
-
-def _device(choice: str):
-    import torch
-
-    if choice == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available (use --device cpu)")
-    if choice == "auto":
-        choice = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(choice)
-
-
-def _load_model(args, device):
-    from engine.checkpoint import CheckpointError, load_checkpoint, randomize_weights
-    from engine.model import build_model
-    from engine.sparse_provider import ProviderError, select_provider
-
-    checkpoint = _resolve_checkpoint(args)
-    try:
-        provider = select_provider(device)
-    except ProviderError as exc:
-        raise UserError(str(exc)) from None
-    model = build_model(provider)
-    try:
-        if checkpoint is None:
-            randomize_weights(model, args.seed)
-        else:
-            load_checkpoint(model, checkpoint)
-    except CheckpointError as exc:
-        raise UserError(str(exc)) from None
-    return model.to(device).eval()
+from engine.session import UserError, load_model, resolve_device
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -151,8 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     errors = Console(stderr=True, highlight=False)
     started = time.perf_counter()
     try:
-        device = _device(args.device)
-        model = _load_model(args, device)
+        device = resolve_device(args.device)
+        model = load_model(device, args.checkpoint, args.random_weights, args.seed)
     except UserError as exc:
         errors.print(f"error: {exc}", soft_wrap=True, markup=False)
         return 1

@@ -1,0 +1,54 @@
+"""What a command needs before its first scene: the device, the sparse-conv provider and the
+weights. Shared by ``engine.run`` and ``python -m profiling``; imports torch only when called."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+
+class UserError(Exception):
+    """A one-line, user-facing failure."""
+
+
+def resolve_device(choice: str):
+    """``auto`` | ``cpu`` | ``cuda`` -> torch.device; UserError when CUDA is asked for but absent."""
+    import torch
+
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available (use --device cpu)")
+    if choice == "auto":
+        choice = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(choice)
+
+
+def resolve_checkpoint(checkpoint: Path | None, random_weights: bool) -> Path | None:
+    """The checkpoint to load: ``--checkpoint``, else ``$DKNET_CHECKPOINT``; None for random weights."""
+    from engine.checkpoint import CHECKPOINT_ENV, CHECKPOINT_SOURCE
+
+    if random_weights:
+        return None
+    if checkpoint is not None:
+        return checkpoint
+    if os.environ.get(CHECKPOINT_ENV):
+        return Path(os.environ[CHECKPOINT_ENV])
+    raise UserError(f"no weights: pass --checkpoint PATH or set ${CHECKPOINT_ENV} ({CHECKPOINT_SOURCE}), "
+                    "or use --random-weights to test the pipeline")
+
+
+def load_model(device, checkpoint: Path | None, random_weights: bool, seed: int):
+    """A DKNet in eval mode on ``device`` with the resolved weights; problems become UserError."""
+    from engine.checkpoint import CheckpointError, load_checkpoint, randomize_weights
+    from engine.model import build_model
+    from engine.sparse_provider import ProviderError, select_provider
+
+    path = resolve_checkpoint(checkpoint, random_weights)
+    try:
+        model = build_model(select_provider(device))
+        if path is None:
+            randomize_weights(model, seed)
+        else:
+            load_checkpoint(model, path)
+    except (ProviderError, CheckpointError) as exc:
+        raise UserError(str(exc)) from None
+    return model.to(device).eval()
