@@ -1,64 +1,135 @@
-"""``python -m profiling SCENE.ply``: per-stage times over repeated runs, next to the RTX 3090 budget.
+"""``python -m profiling SCENE.ply``: where the time goes, per stage, against the RTX 3090 budget.
 
-A first version (issue 5 extends it): warm-up run, N timed runs, median and min-max per stage.
+One warm-up run, then ``--repeats`` timed runs of the four stages (SPEC §0); reading the scene,
+its superpoints and writing the outputs are timed once, outside the budget. Prints a table
+(median, spread, budget, ratio, verdict, device-normalized verdict, peak memory) and with
+``--json`` writes the same as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import json
+import sys
+import tempfile
+import time
 from pathlib import Path
 
+from engine.cli_args import AVAILABLE_BACKENDS, BACKENDS
+from profiling.report import ProfileReport, StageStats
 
-def main(argv: list[str] | None = None) -> int:
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m profiling", description=__doc__.splitlines()[0])
     parser.add_argument("scene", type=Path, metavar="SCENE.ply")
-    parser.add_argument("--checkpoint", type=Path)
-    parser.add_argument("--seed", type=int, default=0, help="random-weight seed when no --checkpoint")
+    weights = parser.add_mutually_exclusive_group()
+    weights.add_argument("--checkpoint", type=Path, metavar="CKPT", help="default: $DKNET_CHECKPOINT")
+    weights.add_argument("--random-weights", action="store_true")
+    parser.add_argument("--seed", type=int, default=0, help="seed for --random-weights")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args(argv)
+    parser.add_argument("--backend", choices=BACKENDS, default="reference")
+    parser.add_argument("--repeats", type=int, default=5, help="timed runs after one warm-up (default 5)")
+    parser.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
+    return parser
 
+
+def _peak_host_mb() -> float:
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def profile(args) -> ProfileReport:
     import torch
-    from rich.console import Console
-    from rich.table import Table
 
-    from engine.checkpoint import load_checkpoint, randomize_weights
-    from engine.model import build_model
+    from engine.outputs import write_scene_outputs
     from engine.pipeline import infer_scene
     from engine.scene_io import read_scene
-    from engine.sparse_provider import select_provider
+    from engine.session import load_model, resolve_device
     from engine.superpoints import superpoints_for_scene
-    from profiling.budget import RTX3090_BUDGET_MS, STAGES
+    from profiling.devices import device_throughput
     from profiling.stage_timer import StageTimer
 
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)
-    model = build_model(select_provider(device))
-    if args.checkpoint:
-        load_checkpoint(model, args.checkpoint)
-    else:
-        randomize_weights(model, args.seed)
-    model.to(device)
+    device = resolve_device(args.device)
+    model = load_model(device, args.checkpoint, args.random_weights, args.seed)
+    io_ms = {}
+    began = time.perf_counter()
     scene = read_scene(args.scene)
+    io_ms["read"] = (time.perf_counter() - began) * 1e3
+    began = time.perf_counter()
     superpoints, _ = superpoints_for_scene(scene.path, scene.xyz, scene.faces)
+    io_ms["superpoints"] = (time.perf_counter() - began) * 1e3
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     runs = []
-    for _ in range(args.repeats + 1):  # the first run warms up and is dropped
+    for _ in range(args.repeats + 1):
         timer = StageTimer(device)
         result = infer_scene(model, scene.xyz, scene.rgb, superpoints, device, timer)
         runs.append(timer.ms)
-    runs = runs[1:]
-    table = Table(title=f"{scene.name}: {scene.num_points} points, {result.num_voxels} voxels, "
-                        f"{result.candidates.size} candidates, {result.instance_centers.size} instances; "
-                        f"{device.type}, {args.repeats} runs")
-    for column in ("stage", "median ms", "min-max ms", "budget ms", "x budget"):
-        table.add_column(column, justify="left" if column == "stage" else "right")
-    for stage in STAGES:
-        values = [r[stage] for r in runs]
-        median = statistics.median(values)
-        table.add_row(stage, f"{median:.1f}", f"{min(values):.1f}-{max(values):.1f}",
-                      f"{RTX3090_BUDGET_MS[stage]:.1f}", f"{median / RTX3090_BUDGET_MS[stage]:.2f}")
-    Console().print(table)
+    with tempfile.TemporaryDirectory() as out:
+        began = time.perf_counter()
+        write_scene_outputs(Path(out), scene.name, scene.xyz, scene.faces, result.pred_masks,
+                            result.pred_labels, result.pred_scores)
+        io_ms["write"] = (time.perf_counter() - began) * 1e3
+    return ProfileReport(
+        scene={"name": scene.name, "points": scene.num_points, "voxels": result.num_voxels,
+               "candidates": int(result.candidates.size), "instances": int(result.instance_centers.size)},
+        backend=args.backend,
+        throughput=device_throughput(device),
+        runs=runs[1:],
+        io_ms=io_ms,
+        peak_memory_mb={"host": _peak_host_mb(),
+                        "device": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None},
+    )
+
+
+def render(report: ProfileReport) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=None if sys.stdout.isatty() else 140)  # piped: don't squeeze to 80 columns
+    scene, tp = report.scene, report.throughput
+    console.print(f"{scene['name']}: {scene['points']} points, {scene['voxels']} voxels, {scene['candidates']} "
+                  f"candidates, {scene['instances']} instances; backend {report.backend}; {len(report.runs)} runs",
+                  markup=False, soft_wrap=True)
+    console.print(f"device {tp.name}: {tp.fp32_tflops:.3g} float32 TFLOP/s ({tp.source}), "
+                  f"{tp.speed_vs_rtx3090:.3g}x an RTX 3090 (35.6); norm. budget = budget / that",
+                  markup=False, soft_wrap=True)
+    table = Table()
+    for column in ("stage", "median ms", "min-max", "budget", "x", "verdict", "norm. budget", "x", "verdict"):
+        table.add_column(column, justify="left" if column in ("stage", "verdict") else "right")
+    rows = list(report.stages().items()) + [("total", report.total())]
+    for name, stats in rows:
+        table.add_row(name, f"{stats.ms:.1f}", f"{stats.min_ms:.0f}-{stats.max_ms:.0f}", f"{stats.budget_ms:.1f}",
+                      f"{stats.ratio:.2f}", StageStats.verdict(stats.ratio), f"{stats.normalized_budget_ms:.1f}",
+                      f"{stats.normalized_ratio:.2f}", StageStats.verdict(stats.normalized_ratio))
+    console.print(table)
+    io = ", ".join(f"{k} {v:.1f} ms" for k, v in report.io_ms.items())
+    memory = f"peak host memory {report.peak_memory_mb['host']:.0f} MiB"
+    if report.peak_memory_mb.get("device") is not None:
+        memory += f", peak device memory {report.peak_memory_mb['device']:.0f} MiB"
+    console.print(f"outside the budget: {io}; {memory}", markup=False, soft_wrap=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.backend not in AVAILABLE_BACKENDS:
+        parser.error(f"backend {args.backend!r} is not available yet; use --backend reference")
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
+    from engine.scene_io import SceneInputError
+    from engine.session import UserError
+
+    try:
+        report = profile(args)
+    except (UserError, SceneInputError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    render(report)
+    if args.json is not None:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report.to_json(), indent=2) + "\n")
     return 0
 
 

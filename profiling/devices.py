@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 # name fragment -> (float32 TFLOP/s, memory GB/s); longer fragments are matched first.
 DATASHEET: dict[str, tuple[float, float]] = {
@@ -53,11 +56,20 @@ class DeviceThroughput:
 
 
 def device_name(device: torch.device) -> str:
+    import torch
+
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
     import platform
 
-    return f"CPU {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+    model = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"CPU {model} ({torch.get_num_threads()} threads)"
 
 
 def datasheet_entry(name: str) -> tuple[float, float] | None:
@@ -69,6 +81,8 @@ def datasheet_entry(name: str) -> tuple[float, float] | None:
 
 def measure_fp32_tflops(device: torch.device, size: int = 2048, repeats: int = 5) -> float:
     """Median float32 matmul rate on ``device`` in TFLOP/s."""
+    import torch
+
     a = torch.randn(size, size, device=device)
     b = torch.randn(size, size, device=device)
     times = []
