@@ -105,3 +105,11 @@ def test_cli_usage_errors(tmp_path, argv):
     with pytest.raises(SystemExit) as info:
         profiling_main([str(tmp_path / "x.ply"), "--random-weights", *argv])
     assert info.value.code == 2
+
+
+def test_fit_exponent():
+    from profiling.scaling import fit_exponent
+
+    assert fit_exponent([1e4, 1e5, 1e6], [2.0, 20.0, 200.0]) == pytest.approx(1.0)
+    assert fit_exponent([10, 20, 40], [1.0, 4.0, 16.0]) == pytest.approx(2.0)
+    assert fit_exponent([10, 20], [5.0, 5.0]) == pytest.approx(0.0)
