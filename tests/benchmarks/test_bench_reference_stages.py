@@ -1,9 +1,9 @@
-"""Reference-path stage benchmarks on a 150k-point synthetic scene (``pytest --benchmark-only``).
+"""Reference-path stage benchmarks on synthetic scenes (``pytest --benchmark-only``).
 
-Each stage runs on the same backbone outputs (computed once). The decoding group carries its
-arithmetic floor measured in the same run: a float32 matmul with the decoding's multiply-adds, so
-the ratio decoding / floor is measured side by side. The RTX 3090 budget of each stage is in
-``extra_info`` (CPU times are compared with it only as a ratio; absolute GPU times come from GPUs).
+Scenes of 20k and 150k points (400k with ``--bench-large``); each stage runs on the same backbone
+outputs (computed once per size). The decoding group carries its arithmetic floor measured in the
+same run: a float32 matmul with the decoding's multiply-adds, so decoding / floor is a
+side-by-side ratio. The RTX 3090 budget of each stage is in ``extra_info``.
 """
 
 from __future__ import annotations
@@ -14,24 +14,34 @@ import torch
 
 from engine.checkpoint import randomize_weights
 from engine.model import build_model
-from engine.pipeline import run_backbone, run_decoding, run_encoding, run_post_processing
+from engine.pipeline import EncodingResult, run_backbone, run_decoding, run_encoding, run_post_processing
 from engine.sparse_provider import select_provider
 from engine.synthetic import generate_scene
 from profiling.budget import RTX3090_BUDGET_MS
 
-POINTS = 150_000
+SIZES = [20_000, 150_000, pytest.param(400_000, marks=pytest.mark.large)]
 
 
 @pytest.fixture(scope="module")
-def scene():
-    device = torch.device("cpu")
-    model = build_model(select_provider(device))
-    randomize_weights(model, seed=0)
-    synthetic = generate_scene(POINTS, seed=1)
+def model():
+    built = build_model(select_provider(torch.device("cpu")))
+    randomize_weights(built, seed=0)
+    return built
+
+
+@pytest.fixture(scope="module", params=SIZES, ids=lambda n: f"{n // 1000}k")
+def scene(request, model):
+    """(points, backbone outputs, encoding outputs, superpoints) of one synthetic scene; module
+    scope makes pytest run every benchmark of one size before building the next."""
+    synthetic = generate_scene(request.param, seed=1)
     with torch.no_grad():
-        backbone = run_backbone(model, synthetic.vertices_m, synthetic.colors, device)
+        backbone = run_backbone(model, synthetic.vertices_m, synthetic.colors, torch.device("cpu"))
         encoded = run_encoding(model, backbone)
-    return model, backbone, encoded, synthetic.segments.astype(np.int64)
+    return request.param, backbone, encoded, synthetic.segments.astype(np.int64)
+
+
+def _first_instances(encoded: EncodingResult, count: int) -> EncodingResult:
+    return EncodingResult(encoded.candidates, encoded.instances, encoded.theta[:count], encoded.centres[:count])
 
 
 def _decode_flops(num_points: int, num_instances: int) -> int:
@@ -39,8 +49,8 @@ def _decode_flops(num_points: int, num_instances: int) -> int:
 
 
 @pytest.mark.benchmark(group="encoding")
-def test_encoding(benchmark, scene):
-    model, backbone, _, _ = scene
+def test_encoding(benchmark, model, scene):
+    _, backbone, _, _ = scene
     benchmark.extra_info["budget_ms"] = RTX3090_BUDGET_MS["encoding"]
     result = benchmark.pedantic(lambda: torch.no_grad()(run_encoding)(model, backbone), rounds=5, warmup_rounds=1)
     benchmark.extra_info["candidates"] = int(result.candidates.points.size)
@@ -49,26 +59,24 @@ def test_encoding(benchmark, scene):
 @pytest.mark.parametrize("instances", [100, 150])
 @pytest.mark.benchmark(group="decoding")
 def test_decoding(benchmark, scene, instances):
-    _, backbone, encoded, _ = scene
+    size, backbone, encoded, _ = scene
     subset = _first_instances(encoded, instances)
-    benchmark.extra_info.update(budget_ms=RTX3090_BUDGET_MS["decoding"],
-                                instances=int(subset.theta.shape[0]),
-                                gflop=_decode_flops(POINTS, int(subset.theta.shape[0])) / 1e9)
+    count = int(subset.theta.shape[0])
+    benchmark.extra_info.update(budget_ms=RTX3090_BUDGET_MS["decoding"], instances=count,
+                                gflop=_decode_flops(size, count) / 1e9)
     benchmark.pedantic(run_decoding, args=(backbone, subset), rounds=5, warmup_rounds=1)
 
 
 @pytest.mark.parametrize("instances", [100, 150])
+@pytest.mark.parametrize("size", [20_000, 150_000, pytest.param(400_000, marks=pytest.mark.large)],
+                         ids=lambda n: f"{n // 1000}k")
 @pytest.mark.benchmark(group="decoding")
-def test_decoding_arithmetic_floor(benchmark, instances):
+def test_decoding_arithmetic_floor(benchmark, size, instances):
     """A square float32 matmul doing the decoding's multiply-adds: the machine's matmul floor."""
-    side = round((_decode_flops(POINTS, instances) / 2) ** (1 / 3))
+    side = round((_decode_flops(size, instances) / 2) ** (1 / 3))
     a, b = torch.randn(side, side), torch.randn(side, side)
     benchmark.extra_info["gflop"] = 2 * side**3 / 1e9
     benchmark.pedantic(torch.mm, args=(a, b), rounds=5, warmup_rounds=1)
-
-
-def _first_instances(encoded, count: int):
-    return type(encoded)(encoded.candidates, encoded.instances, encoded.theta[:count], encoded.centres[:count])
 
 
 @pytest.mark.parametrize("instances", [50, 150])
