@@ -34,6 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="output folder (default dknet_out)")
     parser.add_argument("--dump", type=Path, metavar="FILE.npz",
                         help="write intermediates to FILE.npz (with several scenes: FILE.<scene>.npz)")
+    parser.add_argument("--gt", type=Path, metavar="GT_DIR",
+                        help="ground truth (<scene>.txt per scene, as python -m engine.prepare_gt writes): "
+                        "print the running ScanNet AP after each scene")
     parser.add_argument("--no-superpoints", action="store_true",
                         help="skip superpoint refinement (segs.json or the mesh segmentator)")
     return parser

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     if unevaluated:
         errors.print(f"note: {len(unevaluated)} ground-truth scene(s) have no prediction file and are not evaluated "
                      f"(as in the official script): {_listing(unevaluated)}", soft_wrap=True, markup=False)
-    _print_table(console, result, len(scenes))
+    print_table(console, result, len(scenes))
     return 0
 
 
@@ -270,7 +270,7 @@ def _write_json(path: Path, result: APResult) -> None:
             tmp.unlink()
 
 
-def _print_table(console, result: APResult, num_scenes: int) -> None:
+def print_table(console, result: APResult, num_scenes: int) -> None:
     from rich.table import Table
 
     table = Table(title=f"ScanNet instance AP, {num_scenes} scene(s)", caption="-: no ground truth for the class")

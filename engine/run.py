@@ -71,6 +71,23 @@ def _segment(args, model, device, scene_path: Path, num_scenes: int):
     return scene.name, result, timer.ms, notes
 
 
+def _evaluate(running, gt_dir: Path, name: str, result) -> None:
+    """Add one scene to the running AP, scores rounded as the submission file writes them."""
+    import numpy as np
+
+    from engine.eval import read_gt_ids
+
+    gt_file = gt_dir / f"{name}.txt"
+    if not gt_file.is_file():
+        raise UserError(f"{gt_file}: no ground truth for scene {name}; its outputs are written, not evaluated")
+    gt_ids = read_gt_ids(gt_file)
+    scores = np.array([float(f"{s:.4f}") for s in result.pred_scores])
+    try:
+        running.add_scene(result.pred_masks, result.pred_labels, scores, gt_ids)
+    except ValueError as exc:
+        raise UserError(f"{gt_file}: {exc}") from None
+
+
 def _print_report(console, name: str, stage_ms: dict, notes: dict, provider: str, device) -> None:
     from rich.table import Table
 
@@ -110,6 +127,11 @@ def main(argv: list[str] | None = None) -> int:
         errors.print(f"error: {exc}", soft_wrap=True, markup=False)
         return 1
     failures = 0
+    running = None
+    if args.gt is not None:
+        from engine.instance_ap import InstanceAP
+
+        running = InstanceAP()
     for index, scene_path in enumerate(args.scenes, start=1):
         try:
             with console.status(f"[{index}/{len(args.scenes)}] segmenting {scene_path.name}"):
@@ -120,6 +142,20 @@ def main(argv: list[str] | None = None) -> int:
             continue
         _print_report(console, name, stage_ms, notes, model.provider, device)
         console.print(f"wrote {args.out / (name + '.txt')}, {name}_instances.ply, {name}.png", markup=False)
+        if running is not None:
+            try:
+                _evaluate(running, args.gt, name, result)
+            except UserError as exc:
+                errors.print(f"error: {exc}", soft_wrap=True, markup=False)
+                failures += 1
+                continue
+            ap = running.result()
+            console.print(f"running AP over {running.num_scenes} scene(s): mAP {ap.mean_ap:.3f}, "
+                          f"AP50 {ap.mean_ap50:.3f}, AP25 {ap.mean_ap25:.3f}", markup=False)
+    if running is not None and running.num_scenes:
+        from engine.eval import print_table
+
+        print_table(console, running.result(), running.num_scenes)
     console.print(f"{len(args.scenes) - failures}/{len(args.scenes)} scenes in "
                   f"{time.perf_counter() - started:.1f} s", markup=False)
     return 1 if failures else 0

@@ -181,3 +181,33 @@ def test_subprocess_bad_input_has_no_traceback(tmp_path):
                             cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "Traceback" not in result.stderr and "nope.ply" in result.stderr
+
+
+def test_running_ap_equals_engine_eval_on_the_written_outputs(scene_path, tmp_path, capsys):
+    from engine.eval import main as eval_main
+    from engine.prepare_gt import main as prepare_main
+
+    assert prepare_main([str(scene_path.parent), "--out", str(tmp_path / "gt")]) == 0
+    capsys.readouterr()
+    out = tmp_path / "out"
+    code, stdout, err = _run([scene_path, "--random-weights", "--out", out, "--gt", tmp_path / "gt"], capsys)
+    assert code == 0, err
+    assert "running AP over 1 scene(s)" in stdout and "ScanNet instance AP" in stdout
+    running = stdout.split("running AP over 1 scene(s): ")[1].splitlines()[0]
+    assert eval_main(["--pred", str(out), "--gt", str(tmp_path / "gt"), "--json", str(tmp_path / "ap.json")]) == 0
+    import json
+
+    ap = json.loads((tmp_path / "ap.json").read_text())
+    fmt = lambda v: "nan" if v is None else f"{v:.3f}"  # noqa: E731
+    assert running == f"mAP {fmt(ap['mAP'])}, AP50 {fmt(ap['AP50'])}, AP25 {fmt(ap['AP25'])}"
+
+
+def test_running_ap_with_missing_or_wrong_ground_truth(scene_path, tmp_path, capsys):
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    code, _, err = _run([scene_path, "--random-weights", "--out", tmp_path / "o", "--gt", gt], capsys)
+    assert code == 1 and "no ground truth for scene scene0007_00" in err and err.count("\n") == 1
+    assert (tmp_path / "o" / "scene0007_00.txt").exists()  # outputs are complete, only not evaluated
+    (gt / "scene0007_00.txt").write_text("0\n" * 7)
+    code, _, err = _run([scene_path, "--random-weights", "--out", tmp_path / "o", "--gt", gt], capsys)
+    assert code == 1 and "scene0007_00.txt" in err and err.count("\n") == 1
