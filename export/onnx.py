@@ -1,0 +1,147 @@
+"""``python -m export.onnx``: DKNet's backbone and point heads as one ONNX graph.
+
+    python -m export.onnx --checkpoint checkpoint.pth --out backbone.onnx [--fp16]
+    python -m export.onnx --random-weights [--seed S] --out backbone.onnx
+
+The graph is ``export.gather_conv.GatherBackbone`` traced by torch's TorchScript-based exporter
+(``dynamo=False``: the torch.export-based one needs ``onnxscript``, which the engine does not
+depend on), at opset ``OPSET``. Inputs, by name (V_l voxels at U-Net level l, N points; every
+count is a dynamic axis):
+
+* ``voxel_features`` (V_1, 6) float32, ``point_to_voxel`` (N,) int64;
+* ``subm_map_1..7`` (V_l, 27), ``down_map_1..6`` (V_{l+1}, 8), ``up_index_1..6`` (V_l,), int64
+  (``export.kernel_maps``).
+
+Outputs, float32, for all N points: ``semantic_scores`` (N, 20), ``offsets`` (N, 3),
+``heat_logits`` (N,), ``mask_features`` (N, 16), ``kernel_features`` (N, 16). ``--fp16`` keeps these
+I/O types and runs everything between in float16. The file's metadata records ``opset``,
+``input_names``, ``output_names``, ``precision`` and ``weights``; ``onnx.checker`` validates it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+OPSET = 17
+EXAMPLE_SEED = 0
+
+
+def input_names() -> list[str]:
+    from export.kernel_maps import map_names
+
+    return ["voxel_features", "point_to_voxel", *map_names()]
+
+
+def dynamic_axes() -> dict[str, dict[int, str]]:
+    """Axis 0 of every input and output: ``voxels_<level>`` or ``points``."""
+    from export.gather_conv import OUTPUT_NAMES
+    from export.kernel_maps import LEVELS
+
+    axes = {"voxel_features": {0: "voxels_1"}, "point_to_voxel": {0: "points"}}
+    for level in range(1, LEVELS + 1):
+        axes[f"subm_map_{level}"] = {0: f"voxels_{level}"}
+    for level in range(1, LEVELS):
+        axes[f"down_map_{level}"] = {0: f"voxels_{level + 1}"}
+        axes[f"up_index_{level}"] = {0: f"voxels_{level}"}
+    axes.update({name: {0: "points"} for name in OUTPUT_NAMES})
+    return axes
+
+
+def example_inputs():
+    """A tiny random scene to trace with (64 voxels, every level non-empty). Tracing records
+    ops, not sizes: the graph takes no Python number from a dynamic shape."""
+    import torch
+
+    from export.kernel_maps import build_kernel_maps
+
+    g = torch.Generator().manual_seed(EXAMPLE_SEED)
+    coords = torch.randint(0, 150, (64, 3), generator=g).unique(dim=0)
+    maps = build_kernel_maps(coords, [150, 151, 152])
+    point_to_voxel = torch.randint(0, coords.shape[0], (coords.shape[0] + 17,), generator=g)
+    return (torch.randn(coords.shape[0], 6, generator=g), point_to_voxel, *maps.tensors())
+
+
+def export_backbone(state: dict, out: Path, fp16: bool = False, weights: str = "") -> None:
+    """Export ``state`` (a DKNet state dict) to ``out``; ``weights`` describes them in the metadata.
+
+    Written to a temporary file beside ``out``, checked, then renamed: no partial file is left.
+    """
+    import warnings
+
+    import onnx
+    import torch
+
+    from export.gather_conv import OUTPUT_NAMES, GatherBackbone
+
+    module = GatherBackbone(state, dtype=torch.float16 if fp16 else torch.float32)
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp")
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter's notice
+            torch.onnx.export(module, example_inputs(), str(tmp), dynamo=False, input_names=input_names(),
+                              output_names=list(OUTPUT_NAMES), dynamic_axes=dynamic_axes(), opset_version=OPSET)
+        model = onnx.load(str(tmp))
+        metadata = {"opset": str(OPSET), "input_names": ",".join(input_names()),
+                    "output_names": ",".join(OUTPUT_NAMES), "precision": "fp16" if fp16 else "fp32",
+                    "weights": weights}
+        onnx.helper.set_model_props(model, metadata)
+        onnx.checker.check_model(model)
+        onnx.save(model, str(tmp))
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_metadata(path: Path) -> dict[str, str]:
+    """The metadata written by ``export_backbone`` (without loading the weights)."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return {p.key: p.value for p in model.metadata_props}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m export.onnx",
+                                     description="Export DKNet's sparse U-Net and point heads to ONNX.")
+    weights = parser.add_mutually_exclusive_group(required=True)
+    weights.add_argument("--checkpoint", type=Path, metavar="CKPT", help="official DKNet checkpoint")
+    weights.add_argument("--random-weights", action="store_true", help="seeded random weights (for testing)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for --random-weights (default 0)")
+    parser.add_argument("--out", type=Path, required=True, metavar="FILE.onnx", help="output file")
+    parser.add_argument("--fp16", action="store_true", help="float16 weights and activations (float32 I/O)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    import torch
+
+    from engine.checkpoint import CheckpointError, load_checkpoint, randomize_weights
+    from engine.model import build_model
+    from engine.sparse_provider import select_provider
+
+    model = build_model(select_provider(torch.device("cpu")))
+    try:
+        if args.random_weights:
+            randomize_weights(model, args.seed)
+        else:
+            load_checkpoint(model, args.checkpoint)
+    except CheckpointError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    weights = f"random (seed {args.seed})" if args.random_weights else args.checkpoint.name
+    try:
+        export_backbone(model.state_dict(), args.out, fp16=args.fp16, weights=weights)
+    except OSError as exc:
+        print(f"error: cannot write {args.out}: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out} (opset {OPSET}, {'fp16' if args.fp16 else 'fp32'}, weights: {weights})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

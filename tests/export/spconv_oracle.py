@@ -1,0 +1,67 @@
+"""spconv as the oracle: random sparse inputs and spconv's own index pairs, in canonical order."""
+
+from __future__ import annotations
+
+import torch
+from spconv.core import ConvAlgo
+from spconv.pytorch import ops
+
+from engine.model import _sparse_threads
+from engine.sparse_provider import select_provider
+
+CPU = torch.device("cpu")
+sp = select_provider(CPU).module
+
+# (voxels drawn, grid shape): one voxel; odd sizes on every axis (stride-2 drops the last plane);
+# a larger, denser grid.
+CASES = [(1, [4, 4, 4]), (300, [13, 9, 11]), (4000, [40, 41, 39])]
+
+
+def random_voxels(num: int, shape: list[int], channels: int, seed: int):
+    """Unique coords (V, 3) int64, features (V, C) float32 and spconv's SparseConvTensor of them."""
+    g = torch.Generator().manual_seed(seed)
+    coords = torch.stack([torch.randint(0, s, (num,), generator=g) for s in shape], dim=1).unique(dim=0)
+    coords = coords[torch.randperm(coords.shape[0], generator=g)]  # not sorted: the maps must not assume it
+    features = torch.randn(coords.shape[0], channels, generator=g)
+    indices = torch.cat((torch.zeros(coords.shape[0], 1, dtype=torch.int64), coords), dim=1).int()
+    return coords, features, sp.SparseConvTensor(features, indices, shape, 1)
+
+
+def canonical(rows: torch.Tensor) -> torch.Tensor:
+    """Integer rows (M, K) in sorted, unique order (index outputs are compared this way)."""
+    return torch.unique(rows, dim=0)
+
+
+def spconv_pairs(coords: torch.Tensor, shape: list[int], subm: bool):
+    """spconv's (output indices (P, 3), pairs (2, K, n): input row, output row, counts (K,))."""
+    indices = torch.cat((torch.zeros(coords.shape[0], 1, dtype=torch.int64), coords), dim=1).int()
+    k, s, p = ([3] * 3, [1] * 3, [1] * 3) if subm else ([2] * 3, [2] * 3, [0] * 3)
+    with torch.no_grad(), _sparse_threads("spconv", CPU):
+        out, pairs, counts = ops.get_indice_pairs(indices, 1, shape, ConvAlgo.Native, k, s, p, [1] * 3, [0] * 3,
+                                                  subm=subm)
+    return out[:, 1:].long(), pairs.long(), counts.long()
+
+
+def subm_triples_spconv(coords: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    """(output row, offset k, input row) of spconv's 3³ submanifold pairs, centre and mirrors
+    included (spconv's CPU build stores only offsets k < 13 and treats the centre implicitly; the
+    relation is symmetric: q = p + δ_k  <=>  p = q + δ_{26-k})."""
+    _, pairs, counts = spconv_pairs(coords, shape, subm=True)
+    rows = []
+    for k in range(27):
+        src, dst = pairs[0, k, : counts[k]], pairs[1, k, : counts[k]]
+        rows.append(torch.stack((dst, torch.full_like(dst, k), src), 1))
+        rows.append(torch.stack((src, torch.full_like(src, 26 - k), dst), 1))
+    centre = torch.arange(coords.shape[0])
+    rows.append(torch.stack((centre, torch.full_like(centre, 13), centre), 1))
+    return canonical(torch.cat(rows))
+
+
+def down_triples_spconv(coords: torch.Tensor, shape: list[int]) -> torch.Tensor:
+    """(parent xyz, child offset o, child xyz) (M, 7) of spconv's k=2 s=2 pairs."""
+    out, pairs, counts = spconv_pairs(coords, shape, subm=False)
+    rows = []
+    for o in range(8):
+        src, dst = pairs[0, o, : counts[o]], pairs[1, o, : counts[o]]
+        rows.append(torch.cat((out[dst], torch.full((src.shape[0], 1), o), coords[src]), 1))
+    return canonical(torch.cat(rows))
