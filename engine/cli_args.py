@@ -6,7 +6,8 @@ import argparse
 from pathlib import Path
 
 BACKENDS = ("reference", "triton", "onnxruntime", "tensorrt")
-AVAILABLE_BACKENDS = ("reference",)
+AVAILABLE_BACKENDS = ("reference", "onnxruntime", "tensorrt")
+EXPORTED_BACKENDS = ("onnxruntime", "tensorrt")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: cuda when available, else cpu")
     parser.add_argument("--backend", choices=BACKENDS, default="reference",
-                        help="reference: plain PyTorch (the only backend implemented so far)")
+                        help="reference: plain PyTorch with spconv; onnxruntime / tensorrt: an exported "
+                        "backbone (--engine-file) with the engine's own later stages; triton: not yet")
     parser.add_argument("--engine-file", type=Path, metavar="PATH",
                         help="exported backbone for the onnxruntime / tensorrt backends")
     parser.add_argument("--out", type=Path, default=Path("dknet_out"), metavar="DIR",
@@ -47,8 +49,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.backend not in AVAILABLE_BACKENDS:
         parser.error(f"backend {args.backend!r} is not available yet; use --backend reference")
-    if args.engine_file is not None and args.backend == "reference":
+    if args.engine_file is not None and args.backend not in EXPORTED_BACKENDS:
         parser.error("--engine-file only applies to the onnxruntime and tensorrt backends")
+    if args.engine_file is None and args.backend in EXPORTED_BACKENDS:
+        parser.error(f"--backend {args.backend} needs --engine-file (python -m export.onnx / export.tensorrt)")
     if args.random_weights and args.checkpoint is not None:
         parser.error("give either --checkpoint or --random-weights, not both")
     return args

@@ -8,6 +8,7 @@ backend is tested.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,10 +38,12 @@ class EncodingResult:
     centres: torch.Tensor  # (I,) int64 point index of each instance centre
 
 
-def run_backbone(model: DKNet, xyz: np.ndarray, rgb: np.ndarray, device: torch.device) -> BackboneResult:
-    """SPEC §1–3: voxelize, sparse U-Net, point heads, heatmap."""
+def run_backbone(model: DKNet, xyz: np.ndarray, rgb: np.ndarray, device: torch.device,
+                 backbone: Callable[..., PointOutputs] | None = None) -> BackboneResult:
+    """SPEC §1–3: voxelize, sparse U-Net, point heads, heatmap. ``backbone``: an exported
+    backbone (export.runtime) called like ``DKNet.forward``; default the model itself."""
     vox = voxelize(xyz, rgb, device)
-    points = model(vox.voxel_features, vox.voxel_coords, vox.spatial_shape, vox.point_to_voxel)
+    points = (backbone or model)(vox.voxel_features, vox.voxel_coords, vox.spatial_shape, vox.point_to_voxel)
     return BackboneResult(vox, points, torch.softmax(points.heat_logits, dim=0))
 
 
@@ -96,10 +99,12 @@ class SceneResult:
 
 @torch.no_grad()
 def infer_scene(model: DKNet, xyz: np.ndarray, rgb: np.ndarray, superpoints: np.ndarray | None,
-                device: torch.device, timer: StageTimer) -> SceneResult:
-    """Run DKNet on one scene: xyz (N, 3) float, rgb (N, 3) uint8, superpoints (N,) int or None."""
+                device: torch.device, timer: StageTimer,
+                exported_backbone: Callable[..., PointOutputs] | None = None) -> SceneResult:
+    """Run DKNet on one scene: xyz (N, 3) float, rgb (N, 3) uint8, superpoints (N,) int or None.
+    ``exported_backbone`` replaces the model's backbone and point heads (ONNX Runtime, TensorRT)."""
     with timer.stage("backbone"):
-        backbone = run_backbone(model, xyz, rgb, device)
+        backbone = run_backbone(model, xyz, rgb, device, exported_backbone)
     with timer.stage("encoding"):
         encoded = run_encoding(model, backbone)
     with timer.stage("decoding"):

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from engine.cli_args import dump_path, parse_args
-from engine.session import UserError, load_model, resolve_device
+from engine.session import UserError, load_exported_backbone, load_model, resolve_device
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -31,7 +31,7 @@ def _write_dump(path: Path, arrays: dict) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _segment(args, model, device, scene_path: Path, num_scenes: int):
+def _segment(args, model, exported, device, scene_path: Path, num_scenes: int):
     """Read, infer and write one scene; returns (scene name, result, stage times ms, notes)."""
     from engine.outputs import write_scene_outputs
     from engine.pipeline import infer_scene
@@ -51,7 +51,7 @@ def _segment(args, model, device, scene_path: Path, num_scenes: int):
     except (SceneInputError, ValueError, OSError) as exc:
         raise UserError(str(exc)) from None
     try:
-        result = infer_scene(model, scene.xyz, scene.rgb, superpoints, device, timer)
+        result = infer_scene(model, scene.xyz, scene.rgb, superpoints, device, timer, exported)
     except Exception as exc:
         if _is_out_of_memory(exc):
             raise UserError(f"{scene_path}: out of memory on {device.type} "
@@ -95,7 +95,7 @@ def _print_report(console, name: str, stage_ms: dict, notes: dict, provider: str
 
     console.print(f"{name}: {notes['points']} points, {notes['voxels']} voxels, {notes['candidates']} candidates, "
                   f"{notes['instances']} instances, {notes['predicted']} predicted", markup=False, soft_wrap=True)
-    console.print(f"device {device.type}, sparse conv {provider}, superpoints {notes['superpoints']}",
+    console.print(f"device {device.type}, backbone on {provider}, superpoints {notes['superpoints']}",
                   markup=False, soft_wrap=True)
     table = Table()
     table.add_column("stage")
@@ -123,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         device = resolve_device(args.device)
         model = load_model(device, args.checkpoint, args.random_weights, args.seed)
+        exported = load_exported_backbone(args.backend, args.engine_file, device)
     except UserError as exc:
         errors.print(f"error: {exc}", soft_wrap=True, markup=False)
         return 1
@@ -135,12 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     for index, scene_path in enumerate(args.scenes, start=1):
         try:
             with console.status(f"[{index}/{len(args.scenes)}] segmenting {scene_path.name}"):
-                name, result, stage_ms, notes = _segment(args, model, device, scene_path, len(args.scenes))
+                name, result, stage_ms, notes = _segment(args, model, exported, device, scene_path,
+                                                         len(args.scenes))
         except UserError as exc:
             errors.print(f"error: {exc}", soft_wrap=True, markup=False)
             failures += 1
             continue
-        _print_report(console, name, stage_ms, notes, model.provider, device)
+        provider = exported.provider if exported is not None else f"sparse conv {model.provider}"
+        _print_report(console, name, stage_ms, notes, provider, device)
         console.print(f"wrote {args.out / (name + '.txt')}, {name}_instances.ply, {name}.png", markup=False)
         if running is not None:
             try:

@@ -52,3 +52,15 @@ def load_model(device, checkpoint: Path | None, random_weights: bool, seed: int)
     except (ProviderError, CheckpointError) as exc:
         raise UserError(str(exc)) from None
     return model.to(device).eval()
+
+
+def load_exported_backbone(backend: str, engine_file: Path | None, device):
+    """The exported backbone for ``backend`` (None for the reference backend); UserError on failure."""
+    if backend == "reference":
+        return None
+    from export.runtime import BackendError, load_backbone
+
+    try:
+        return load_backbone(backend, engine_file, device)
+    except BackendError as exc:
+        raise UserError(str(exc)) from None

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.cli_args import AVAILABLE_BACKENDS, BACKENDS
+from engine.cli_args import AVAILABLE_BACKENDS, BACKENDS, EXPORTED_BACKENDS
 from profiling.report import ProfileReport, StageStats
 
 
@@ -28,6 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=0, help="seed for --random-weights")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--backend", choices=BACKENDS, default="reference")
+    parser.add_argument("--engine-file", type=Path, metavar="PATH", help="exported backbone (onnxruntime, tensorrt)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs after one warm-up (default 5)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
     return parser
@@ -45,13 +46,14 @@ def profile(args) -> ProfileReport:
     from engine.outputs import write_scene_outputs
     from engine.pipeline import infer_scene
     from engine.scene_io import read_scene
-    from engine.session import load_model, resolve_device
+    from engine.session import load_exported_backbone, load_model, resolve_device
     from engine.superpoints import superpoints_for_scene
     from profiling.devices import device_throughput
     from profiling.stage_timer import StageTimer
 
     device = resolve_device(args.device)
     model = load_model(device, args.checkpoint, args.random_weights, args.seed)
+    exported = load_exported_backbone(args.backend, args.engine_file, device)
     io_ms = {}
     began = time.perf_counter()
     scene = read_scene(args.scene)
@@ -64,7 +66,7 @@ def profile(args) -> ProfileReport:
     runs = []
     for _ in range(args.repeats + 1):
         timer = StageTimer(device)
-        result = infer_scene(model, scene.xyz, scene.rgb, superpoints, device, timer)
+        result = infer_scene(model, scene.xyz, scene.rgb, superpoints, device, timer, exported)
         runs.append(timer.ms)
     with tempfile.TemporaryDirectory() as out:
         began = time.perf_counter()
@@ -115,7 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.backend not in AVAILABLE_BACKENDS:
-        parser.error(f"backend {args.backend!r} is not available yet; use --backend reference")
+        parser.error(f"backend {args.backend!r} is not available yet")
+    if (args.engine_file is None) != (args.backend not in EXPORTED_BACKENDS):
+        parser.error("--engine-file goes with --backend onnxruntime or tensorrt, and only with them")
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     from engine.scene_io import SceneInputError

@@ -153,6 +153,7 @@ def test_out_of_memory_is_one_line(scene_path, tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("argv,needle", [(["--backend", "triton"], "not available yet"),
                                          (["--engine-file", "x.onnx"], "--engine-file"),
+                                         (["--backend", "onnxruntime"], "needs --engine-file"),
                                          (["--random-weights", "--checkpoint", "c.pth"], "not both")])
 def test_usage_errors(scene_path, capsys, argv, needle):
     with pytest.raises(SystemExit) as info:
@@ -211,3 +212,29 @@ def test_running_ap_with_missing_or_wrong_ground_truth(scene_path, tmp_path, cap
     (gt / "scene0007_00.txt").write_text("0\n" * 7)
     code, _, err = _run([scene_path, "--random-weights", "--out", tmp_path / "o", "--gt", gt], capsys)
     assert code == 1 and "scene0007_00.txt" in err and err.count("\n") == 1
+
+
+def test_onnxruntime_backend_gives_the_reference_results(scene_path, tmp_path, capsys):
+    from export.onnx import main as export_main
+
+    onnx_file = tmp_path / "backbone.onnx"
+    assert export_main(["--random-weights", "--seed", "3", "--out", str(onnx_file)]) == 0
+    dumps = {}
+    for backend in ("reference", "onnxruntime"):
+        extra = ["--backend", backend, "--engine-file", onnx_file] if backend == "onnxruntime" else []
+        code, stdout, err = _run([scene_path, "--random-weights", "--seed", "3", "--out", tmp_path / backend,
+                                  "--dump", tmp_path / f"{backend}.npz", *extra], capsys)
+        assert code == 0, err
+        dumps[backend] = np.load(tmp_path / f"{backend}.npz")
+    assert "onnxruntime CPUExecutionProvider" in stdout
+    ref, ort = dumps["reference"], dumps["onnxruntime"]
+    np.testing.assert_allclose(ort["semantic_scores"], ref["semantic_scores"], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(ort["offsets"], ref["offsets"], rtol=1e-5, atol=1e-5)
+    for key in ("candidates", "instance_centers", "thresholds", "pred_masks", "pred_labels"):
+        assert np.array_equal(ort[key], ref[key]), key
+
+
+def test_onnxruntime_backend_with_a_missing_engine_file(scene_path, tmp_path, capsys):
+    code, _, err = _run([scene_path, "--random-weights", "--backend", "onnxruntime", "--engine-file",
+                         tmp_path / "none.onnx", "--out", tmp_path / "o"], capsys)
+    assert code == 1 and err.count("\n") == 1 and "none.onnx" in err
