@@ -56,6 +56,11 @@ def _segment(args, model, exported, device, scene_path: Path, num_scenes: int):
         if _is_out_of_memory(exc):
             raise UserError(f"{scene_path}: out of memory on {device.type} "
                             f"({scene.num_points} points); try --device cpu or a smaller scene") from None
+        if exported is not None:
+            from export.runtime import BackendError
+
+            if isinstance(exc, BackendError):  # e.g. a scene beyond the TensorRT profile's voxel bounds
+                raise UserError(f"{scene_path}: {exc}") from None
         raise
     try:
         with timer.stage("write"):

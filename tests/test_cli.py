@@ -238,3 +238,21 @@ def test_onnxruntime_backend_with_a_missing_engine_file(scene_path, tmp_path, ca
     code, _, err = _run([scene_path, "--random-weights", "--backend", "onnxruntime", "--engine-file",
                          tmp_path / "none.onnx", "--out", tmp_path / "o"], capsys)
     assert code == 1 and err.count("\n") == 1 and "none.onnx" in err
+
+
+def test_exported_backend_failure_is_one_line(scene_path, tmp_path, capsys, monkeypatch):
+    from export.onnx import main as export_main
+    from export.runtime import BackendError, OnnxRuntimeBackbone
+
+    onnx_file = tmp_path / "b.onnx"
+    assert export_main(["--random-weights", "--out", str(onnx_file)]) == 0
+
+    def refuse(self, *args, **kwargs):
+        raise BackendError("input voxels_1 has 4000 rows, above the profile's 1000")
+
+    monkeypatch.setattr(OnnxRuntimeBackbone, "__call__", refuse)
+    out = tmp_path / "o"
+    code, _, err = _run([scene_path, "--random-weights", "--backend", "onnxruntime", "--engine-file", onnx_file,
+                         "--out", out], capsys)
+    assert code == 1 and err.count("\n") == 1 and "above the profile" in err
+    assert not out.exists() or not any(out.iterdir())
