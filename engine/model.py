@@ -21,7 +21,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from engine.classes import NUM_CLASSES
+from engine.classes import FIRST_OBJECT_CLASS, NUM_CLASSES
 from engine.sparse_provider import SparseProvider
 
 WIDTH = 32  # d: channels of the first U-Net level and of the point features
@@ -146,13 +146,21 @@ class WeightGenerator(nn.Module):
         return run_pointwise(self.controller, run_pointwise(self.before_embedding_tower, kernels))
 
 
+def object_points(semantic_scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Semantic labels (N,) int64 = argmax of the logits (N, 20), and the object points (No,) int64:
+    those whose label is not wall or floor (SPEC §3)."""
+    labels = semantic_scores.argmax(dim=1)
+    return labels, torch.nonzero(labels >= FIRST_OBJECT_CLASS).view(-1)
+
+
 @dataclass
 class PointOutputs:
     """Per-point outputs of backbone and heads (N points, No object points)."""
 
     semantic_scores: torch.Tensor  # (N, 20) float32 logits
     offsets: torch.Tensor  # (N, 3) float32, metres to the instance centroid
-    object_idx: torch.Tensor  # (No,) int64 indices of points with argmax label >= 2
+    labels: torch.Tensor  # (N,) int64 argmax of semantic_scores
+    object_idx: torch.Tensor  # (No,) int64 indices of points with label >= FIRST_OBJECT_CLASS
     heat_logits: torch.Tensor  # (No,) float32 precision logits of object points (pre-softmax)
     mask_features: torch.Tensor  # (N, 16) float32
     kernel_features: torch.Tensor  # (No, 16) float32, object points only
@@ -202,7 +210,7 @@ class DKNet(nn.Module):
         point_feats = self.voxel_features(features, coords, spatial_shape)[point_to_voxel]  # (N, 32)
         semantic_scores = self.linear(point_feats)
         offsets = self.offset_linear(self.offset(point_feats))
-        object_idx = torch.nonzero(semantic_scores.argmax(dim=1) >= 2).view(-1)
+        labels, object_idx = object_points(semantic_scores)
         object_feats = point_feats[object_idx]
         heat_logits = self.precision_linear(
             self.candidate_linear(torch.cat((object_feats, offsets[object_idx]), dim=1))
@@ -210,6 +218,7 @@ class DKNet(nn.Module):
         return PointOutputs(
             semantic_scores=semantic_scores,
             offsets=offsets,
+            labels=labels,
             object_idx=object_idx,
             heat_logits=heat_logits,
             mask_features=run_pointwise(self.mask_branch, point_feats),

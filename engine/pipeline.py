@@ -52,8 +52,7 @@ def run_encoding(model: DKNet, backbone: BackboneResult) -> EncodingResult:
     points, obj = backbone.points, backbone.points.object_idx
     obj_xyz = backbone.vox.xyz_m[obj]
     scan_heat, thres = encoding.heat_and_threshold(backbone.heat)
-    labels = points.semantic_scores.argmax(dim=1)[obj]
-    cands = encoding.mine_candidates(obj_xyz.cpu().numpy(), labels.cpu().numpy(), scan_heat, thres)
+    cands = encoding.mine_candidates(obj_xyz.cpu().numpy(), points.labels[obj].cpu().numpy(), scan_heat, thres)
     descriptors = encoding.describe_candidates(cands, points.kernel_features, obj_xyz, points.offsets[obj])
     group = encoding.greedy_merge(encoding.merge_probabilities(model, descriptors).cpu().numpy())
     fg_features = descriptors[:, : points.kernel_features.shape[1]]

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.model import PointOutputs
+from engine.model import PointOutputs, object_points
 from export.gather_conv import OUTPUTS
 from export.kernel_maps import build_kernel_maps, map_names
 
@@ -37,9 +37,9 @@ class BackendError(RuntimeError):
 def select_object_points(semantic_scores: torch.Tensor, offsets: torch.Tensor, heat_logits: torch.Tensor,
                          mask_features: torch.Tensor, kernel_features: torch.Tensor) -> PointOutputs:
     """Graph outputs for all N points -> ``PointOutputs`` (heat logits and kernel features of object
-    points only: ``argmax(semantic_scores) >= 2``, as ``DKNet.forward``)."""
-    object_idx = torch.nonzero(semantic_scores.argmax(dim=1) >= 2).view(-1)
-    return PointOutputs(semantic_scores=semantic_scores, offsets=offsets, object_idx=object_idx,
+    points only, selected by ``engine.model.object_points`` as in ``DKNet.forward``)."""
+    labels, object_idx = object_points(semantic_scores)
+    return PointOutputs(semantic_scores=semantic_scores, offsets=offsets, labels=labels, object_idx=object_idx,
                         heat_logits=heat_logits[object_idx], mask_features=mask_features,
                         kernel_features=kernel_features[object_idx])
 
