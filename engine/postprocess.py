@@ -14,6 +14,7 @@ thresholding fused with the first assignment and the column sums; rescaling fuse
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -77,13 +78,8 @@ def assign(scores: torch.Tensor, thresholds: torch.Tensor) -> tuple[torch.Tensor
 
     scores (N, I) float32, thresholds (I,) float32 -> (assignment (N,) int64, best score (N,) float32).
     """
-    num_points = scores.shape[0]
-    floor = _min_nonzero(thresholds)
-    if scores.shape[1] == 0 or floor is None:
-        return (torch.full((num_points,), -1, dtype=torch.int64, device=scores.device),
-                torch.zeros(num_points, device=scores.device))
-    best, which = scores.max(dim=1)
-    return torch.where(best < floor, torch.full_like(which, -1), which), best
+    assignment, best, _ = _assign_blocks(scores, thresholds)
+    return assignment, best
 
 
 def restrict(assignment: torch.Tensor, best: torch.Tensor, scores: torch.Tensor, keep: torch.Tensor,
@@ -108,30 +104,36 @@ def restrict(assignment: torch.Tensor, best: torch.Tensor, scores: torch.Tensor,
     return torch.where((new >= 0) & (best >= floor), new, torch.full_like(new, -1)), best
 
 
-def _assign_chunked(scores: torch.Tensor, transform, thresholds: torch.Tensor,
-                    with_column_sums: bool = False):
-    """``transform`` each cache-sized block of points in place, then assign (as ``assign``).
+def _assign_blocks(scores: torch.Tensor, thresholds: torch.Tensor,
+                   transform: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+                   with_column_sums: bool = False):
+    """``assign``, in cache-sized blocks of points, each first rewritten in place by ``transform``
+    (block, scratch buffer of its shape) when given.
 
-    scores (N, I) float32 is overwritten by the transform. Returns (assignment (N,), best (N,),
-    column sums (I,) float32 of the transformed scores or None). Blocks keep every temporary in
+    scores (N, I) float32 (overwritten by the transform). Returns (assignment (N,), best (N,),
+    column sums (I,) float32 of the transformed scores, or None). Blocks keep every temporary in
     cache and avoid boolean intermediates (slow on CPU).
     """
     num_points, count = scores.shape
-    best = torch.empty(num_points, device=scores.device)
-    which = torch.empty(num_points, dtype=torch.int64, device=scores.device)
-    sums = torch.zeros(count, device=scores.device) if with_column_sums else None
-    buffer = torch.empty(min(ASSIGN_CHUNK, num_points), count, device=scores.device)
+    device = scores.device
+    sums = torch.zeros(count, device=device) if with_column_sums else None
+    if count == 0:
+        none = torch.full((num_points,), -1, dtype=torch.int64, device=device)
+        return none, torch.zeros(num_points, device=device), sums
+    best = torch.empty(num_points, device=device)
+    which = torch.empty(num_points, dtype=torch.int64, device=device)
+    buffer = torch.empty(min(ASSIGN_CHUNK, num_points), count, device=device) if transform else None
     for start in range(0, num_points, ASSIGN_CHUNK):
         block = scores[start:start + ASSIGN_CHUNK]
         stop = start + block.shape[0]
-        transform(block, buffer[:block.shape[0]])
+        if transform is not None:
+            transform(block, buffer[:block.shape[0]])
         torch.max(block, dim=1, out=(best[start:stop], which[start:stop]))
         if sums is not None:
             sums += block.sum(dim=0)
     floor = _min_nonzero(thresholds)
-    if count == 0 or floor is None:
-        which.fill_(-1)
-        return which, best.zero_(), sums
+    if floor is None:
+        return which.fill_(-1), best.zero_(), sums
     return torch.where(best < floor, torch.full_like(which, -1), which), best, sums
 
 
@@ -201,7 +203,7 @@ def postprocess(masks: torch.Tensor, semantic_scores: torch.Tensor, object_idx: 
         block.mul_(torch.ge(block, thresholds, out=buffer))
 
     kept = masks
-    assignment, best, kept_sums = _assign_chunked(kept, threshold, thresholds, with_column_sums=True)
+    assignment, best, kept_sums = _assign_blocks(kept, thresholds, threshold, with_column_sums=True)
     classes = instance_classes(assignment, labels, object_idx, count)
     # 3 [quirk]: cover = floor(Σ_assigned m) / Σ_all M', the numerator truncated to an integer
     # (assigned points have m >= T, so their m is their M'). The numerator is summed in float64:
@@ -217,7 +219,7 @@ def postprocess(masks: torch.Tensor, semantic_scores: torch.Tensor, object_idx: 
         torch.sqrt(block.mul_(cover).clamp_(min=ZERO_STANDIN), out=block)
 
     scaled_thresholds = torch.sqrt(thresholds * cover)
-    assignment, best, _ = _assign_chunked(kept, rescale, scaled_thresholds)
+    assignment, best, _ = _assign_blocks(kept, scaled_thresholds, rescale)
     # 5: keep instances with more than MIN_POINTS points; assign among them.
     sizes = torch.bincount(assignment[assignment >= 0], minlength=count)
     ids = torch.nonzero(sizes > MIN_POINTS).view(-1)
