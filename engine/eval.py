@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.instance_ap import EVAL_CLASS_NAMES, EVAL_NYU40_IDS, APResult, InstanceAP
-from engine.session import UserError
+from engine.session import UserError, print_error
 
 __all__ = ["main", "read_gt_ids", "read_mask", "read_predictions", "scene_files"]
 
@@ -63,7 +63,6 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
     console = Console()
-    errors = Console(stderr=True, highlight=False)
     try:
         scenes, unevaluated = scene_files(args.pred, args.gt)
         running, claimed = InstanceAP(), {}
@@ -76,11 +75,11 @@ def main(argv: list[str] | None = None) -> int:
         if args.json is not None:
             _write_json(args.json, result)
     except UserError as exc:
-        errors.print(f"error: {exc}", soft_wrap=True, markup=False)
+        print_error(exc)
         return 1
     if unevaluated:
-        errors.print(f"note: {len(unevaluated)} ground-truth scene(s) have no prediction file and are not evaluated "
-                     f"(as in the official script): {_listing(unevaluated)}", soft_wrap=True, markup=False)
+        print(f"note: {len(unevaluated)} ground-truth scene(s) have no prediction file and are not evaluated "
+              f"(as in the official script): {_listing(unevaluated)}", file=sys.stderr)
     print_table(console, result, len(scenes))
     return 0
 

@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine.session import UserError
+from engine.session import UserError, print_error
 
 __all__ = ["find_scenes", "main", "read_label_map", "scene_gt_ids", "write_gt_ids"]
 
@@ -68,12 +68,11 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
     console = Console()
-    errors = Console(stderr=True, highlight=False)
     try:
         scenes = find_scenes(args.scenes)
         label_map = read_label_map(args.label_map) if args.label_map is not None else None
     except UserError as exc:
-        errors.print(f"error: {exc}", soft_wrap=True, markup=False)
+        print_error(exc)
         return 1
     failures = 0
     for name, folder in scenes:
@@ -81,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
             gt_ids = scene_gt_ids(folder, name, label_map)
             path = write_gt_ids(args.out, name, gt_ids)
         except UserError as exc:
-            errors.print(f"error: {exc}", soft_wrap=True, markup=False)
+            print_error(exc)
             failures += 1
             continue
         num_instances = np.unique(gt_ids[gt_ids > 0]).size

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from engine.cli_args import dump_path, parse_args
-from engine.session import UserError, load_exported_backbone, load_model, resolve_device
+from engine.session import UserError, load_exported_backbone, load_model, print_error, resolve_device
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -123,14 +123,13 @@ def main(argv: list[str] | None = None) -> int:
     from rich.console import Console
 
     console = Console()
-    errors = Console(stderr=True, highlight=False)
     started = time.perf_counter()
     try:
         device = resolve_device(args.device)
         model = load_model(device, args.checkpoint, args.random_weights, args.seed)
         exported = load_exported_backbone(args.backend, args.engine_file, device)
     except UserError as exc:
-        errors.print(f"error: {exc}", soft_wrap=True, markup=False)
+        print_error(exc)
         return 1
     failures = 0
     running = None
@@ -144,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
                 name, result, stage_ms, notes = _segment(args, model, exported, device, scene_path,
                                                          len(args.scenes))
         except UserError as exc:
-            errors.print(f"error: {exc}", soft_wrap=True, markup=False)
+            print_error(exc)
             failures += 1
             continue
         provider = exported.provider if exported is not None else f"sparse conv {model.provider}"
@@ -154,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 _evaluate(running, args.gt, name, result)
             except UserError as exc:
-                errors.print(f"error: {exc}", soft_wrap=True, markup=False)
+                print_error(exc)
                 failures += 1
                 continue
             ap = running.result()

@@ -4,11 +4,17 @@ weights. Shared by ``engine.run`` and ``python -m profiling``; imports torch onl
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 
 class UserError(Exception):
     """A one-line, user-facing failure."""
+
+
+def print_error(problem: Exception | str) -> None:
+    """The one-line error every command prints on stderr: ``error: <problem>``."""
+    print(f"error: {problem}", file=sys.stderr)
 
 
 def resolve_device(choice: str):

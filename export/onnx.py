@@ -120,24 +120,18 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     import torch
 
-    from engine.checkpoint import CheckpointError, load_checkpoint, randomize_weights
-    from engine.model import build_model
-    from engine.sparse_provider import select_provider
+    from engine.session import UserError, load_model, print_error
 
-    model = build_model(select_provider(torch.device("cpu")))
     try:
-        if args.random_weights:
-            randomize_weights(model, args.seed)
-        else:
-            load_checkpoint(model, args.checkpoint)
-    except CheckpointError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        model = load_model(torch.device("cpu"), args.checkpoint, args.random_weights, args.seed)
+    except UserError as exc:
+        print_error(exc)
         return 1
     weights = f"random (seed {args.seed})" if args.random_weights else args.checkpoint.name
     try:
         export_backbone(model.state_dict(), args.out, fp16=args.fp16, weights=weights)
     except OSError as exc:
-        print(f"error: cannot write {args.out}: {exc}", file=sys.stderr)
+        print_error(f"cannot write {args.out}: {exc}")
         return 1
     print(f"wrote {args.out} (opset {OPSET}, {'fp16' if args.fp16 else 'fp32'}, weights: {weights})")
     return 0

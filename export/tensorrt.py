@@ -28,6 +28,8 @@ import os
 import sys
 from pathlib import Path
 
+from engine.session import print_error
+
 TENSORRT_MAJOR = 10
 INSTALL_HINT = "pip install 'tensorrt-cu12>=10,<11' on a machine with an NVIDIA GPU"
 DEFAULT_MAX_VOXELS = 300_000
@@ -178,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         build_engine(args.onnx, args.out, fp16=args.fp16, max_voxels=args.max_voxels, opt_voxels=args.opt_voxels,
                      max_points=args.max_points, timing_cache=args.timing_cache, workspace_gib=args.workspace_gib)
     except TensorRTError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print_error(exc)
         return 1
     print(f"wrote {args.out}")
     return 0

@@ -123,12 +123,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     from engine.scene_io import SceneInputError
-    from engine.session import UserError
+    from engine.session import UserError, print_error
 
     try:
         report = profile(args)
     except (UserError, SceneInputError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print_error(exc)
         return 1
     render(report)
     if args.json is not None:
