@@ -22,7 +22,6 @@ Blank lines in a prediction file are skipped.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
 import os
@@ -31,6 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine.atomic import atomic_file
 from engine.instance_ap import EVAL_CLASS_NAMES, EVAL_NYU40_IDS, APResult, InstanceAP
 from engine.session import UserError, print_error
 
@@ -257,16 +257,11 @@ def _score(where: str, text: str) -> float:
 
 
 def _write_json(path: Path, result: APResult) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_text(json.dumps(result.to_json_dict(), indent=2) + "\n")
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:
+            tmp.write_text(json.dumps(result.to_json_dict(), indent=2) + "\n")
     except OSError as exc:
         raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
 
 
 def print_table(console, result: APResult, num_scenes: int) -> None:

@@ -26,15 +26,14 @@ it; the other scenes are still prepared and the exit status is 1.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import csv
 import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
 
+from engine.atomic import atomic_file
 from engine.session import UserError, print_error
 
 __all__ = ["find_scenes", "main", "read_label_map", "scene_gt_ids", "write_gt_ids"]
@@ -141,16 +140,11 @@ def scene_gt_ids(folder: Path, name: str, label_map: dict[str, int] | None = Non
 def write_gt_ids(out_dir: Path, name: str, gt_ids: np.ndarray) -> Path:
     """``out_dir/<name>.txt``, one id per line, written atomically; returns its path."""
     path = out_dir / f"{name}.txt"
-    tmp = out_dir / f".{name}.txt.tmp"
     try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        tmp.write_text("\n".join(map(str, gt_ids.tolist())) + "\n")
-        os.replace(tmp, path)
+        with atomic_file(path) as tmp:
+            tmp.write_text("\n".join(map(str, gt_ids.tolist())) + "\n")
     except OSError as exc:
         raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from None
-    finally:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
     return path
 
 

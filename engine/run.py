@@ -6,7 +6,6 @@ one line on stderr and a non-zero exit status; nothing partial is left in the ou
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,13 +21,10 @@ def _is_out_of_memory(exc: BaseException) -> bool:
 def _write_dump(path: Path, arrays: dict) -> None:
     import numpy as np
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.npz")
-    try:
-        np.savez(tmp, **arrays)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    from engine.atomic import atomic_file
+
+    with atomic_file(path) as tmp, open(tmp, "wb") as stream:  # a file object: savez adds no ".npz"
+        np.savez(stream, **arrays)
 
 
 def _segment(args, model, exported, device, scene_path: Path, num_scenes: int):

@@ -52,14 +52,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import sys
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from engine.atomic import atomic_file
 
 __all__ = [
     "LABEL_TO_NYU40",
@@ -775,19 +775,9 @@ _FACE_RECORD = np.dtype([("n", "u1"), ("vertex_indices", "<i4", (3,))])  # packe
 
 
 def _atomic_write(path: Path, chunks: Sequence[bytes]) -> None:
-    """Write to a temporary file in the same directory, then ``os.replace`` it into place."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(tmp, "xb") as stream:
-            for chunk in chunks:
-                stream.write(chunk)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    with atomic_file(path) as tmp, open(tmp, "xb") as stream:
+        for chunk in chunks:
+            stream.write(chunk)
 
 
 def _ply_chunks(vertex: np.ndarray, faces: np.ndarray) -> list[bytes]:

@@ -21,9 +21,10 @@ I/O types and runs everything between in float16. The file's metadata records ``
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
+
+from engine.atomic import atomic_file
 
 OPSET = 17
 EXAMPLE_SEED = 0
@@ -77,9 +78,7 @@ def export_backbone(state: dict, out: Path, fp16: bool = False, weights: str = "
     from export.gather_conv import OUTPUT_NAMES, GatherBackbone
 
     module = GatherBackbone(state, dtype=torch.float16 if fp16 else torch.float32)
-    out = Path(out)
-    tmp = out.with_name(f".{out.name}.tmp")
-    try:
+    with atomic_file(Path(out)) as tmp:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # the TorchScript exporter's notice
             torch.onnx.export(module, example_inputs(), str(tmp), dynamo=False, input_names=input_names(),
@@ -91,9 +90,6 @@ def export_backbone(state: dict, out: Path, fp16: bool = False, weights: str = "
         onnx.helper.set_model_props(model, metadata)
         onnx.checker.check_model(model)
         onnx.save(model, str(tmp))
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_metadata(path: Path) -> dict[str, str]:

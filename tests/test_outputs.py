@@ -314,13 +314,3 @@ def test_scene_outputs_failure_while_committing_is_rolled_back(tmp_path, monkeyp
         write_scene_outputs(out, "scene0011_00", xyz, faces, masks, ids, scores)
     assert "scene0011_00_instances.ply" in moved_into_out and "scene0011_00_000.txt" in moved_into_out
     assert _entries(out) == set(), f"left behind: {_entries(out)}"
-
-
-def test_atomic_file_keeps_old_content_on_failure(tmp_path):
-    target = tmp_path / "keep.txt"
-    target.write_text("old")
-    with pytest.raises(RuntimeError), outputs._atomic_file(target) as tmp:
-        tmp.write_text("half-writ")
-        raise RuntimeError("boom")
-    assert target.read_text() == "old"
-    assert _entries(tmp_path) == {"keep.txt"}
