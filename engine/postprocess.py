@@ -8,14 +8,17 @@ The script re-assigns points after each filtering step (too few points, low scor
 instances cannot change the first maximum of a point whose instance survives, and cannot assign
 a point that was unassigned (the smallest non-zero threshold can only rise), so only the points
 of dropped instances are re-assigned, over the survivors (``restrict``); everything else is O(N).
-The full (N, I) matrix is walked three times, in cache-sized blocks of points: histograms;
-thresholding fused with the first assignment and the column sums; rescaling fused with the second.
+The steps read the masks through a ``MaskSource``: ``StoredMasks`` walks a stored (N, I) matrix
+three times, in cache-sized blocks of points (histograms; thresholding fused with the first
+assignment and the column sums; rescaling fused with the second); the Triton backend
+(``kernels.postprocess``) recomputes the masks on each pass instead of storing them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
 
 import torch
 
@@ -82,26 +85,88 @@ def assign(scores: torch.Tensor, thresholds: torch.Tensor) -> tuple[torch.Tensor
     return assignment, best
 
 
-def restrict(assignment: torch.Tensor, best: torch.Tensor, scores: torch.Tensor, keep: torch.Tensor,
+def restrict(assignment: torch.Tensor, best: torch.Tensor, masks: MaskSource, keep: torch.Tensor,
              thresholds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """``assign(scores[:, keep], thresholds)`` computed from the assignment over all instances.
+    """``assign`` over the kept instances only, computed from the assignment over all of them.
 
-    assignment, best (N,): ``assign(scores, ...)`` over all I instances; keep (K,) int64 ascending
-    indices of the kept instances; thresholds (K,) their thresholds. Returns the assignment in
+    assignment, best (N,): ``assign`` of the current mask values over all I instances; keep (K,)
+    int64 ascending indices of the kept instances; thresholds (K,) their thresholds. Only points
+    whose instance was dropped are re-assigned (``masks.best_among``). Returns the assignment in
     kept numbering (0..K-1, -1 for none) and the best kept score per point.
     """
-    count = scores.shape[1]
-    renumber = torch.full((count + 1,), -1, dtype=torch.int64, device=scores.device)
-    renumber[keep] = torch.arange(keep.numel(), device=scores.device)
+    renumber = torch.full((masks.count + 1,), -1, dtype=torch.int64, device=assignment.device)
+    renumber[keep] = torch.arange(keep.numel(), device=assignment.device)
     new = renumber[assignment]  # -1 (none) maps through the last slot to -1
     best = best.clone()
     lost = torch.nonzero((assignment >= 0) & (new < 0)).view(-1)
     if lost.numel() and keep.numel():
-        best[lost], new[lost] = scores[lost.unsqueeze(1), keep.unsqueeze(0)].max(dim=1)
+        best[lost], new[lost] = masks.best_among(lost, keep)
     floor = _min_nonzero(thresholds)
     if floor is None:
         return torch.full_like(new, -1), best
     return torch.where((new >= 0) & (best >= floor), new, torch.full_like(new, -1)), best
+
+
+class MaskSource(Protocol):
+    """The soft masks m (N, I) as post-processing reads them, whether stored (``StoredMasks``) or
+    recomputed from the dynamic-conv parameters on every pass (``kernels.postprocess``).
+
+    Post-processing calls, in this order: ``thresholds``; ``threshold_pass`` (the values become
+    M' = m where m >= T else 0); ``rescale_pass`` (they become M'' = sqrt(M' · cover)); then any
+    number of ``best_among`` and ``instance_sums``. A pass returns, per point, the first instance
+    with the largest value and that value (``assign``).
+    """
+
+    num_points: int  # N
+    count: int  # I
+
+    def thresholds(self) -> torch.Tensor:
+        """Otsu thresholds T (I,) float32 of the soft masks (SPEC §9)."""
+
+    def threshold_pass(self, thresholds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Values ← M'; ``assign`` over them. -> (assignment (N,) int64, best (N,) float32,
+        column sums Σ_n M'[n, i] (I,) float32)."""
+
+    def rescale_pass(self, cover: torch.Tensor, scaled_thresholds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Values ← sqrt(max(M' · cover, ZERO_STANDIN)) (cover (I,)); ``assign`` with the scaled
+        thresholds (I,). -> (assignment (N,) int64, best (N,) float32)."""
+
+    def best_among(self, points: torch.Tensor, instances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per point of ``points`` (n,) int64 the first largest current value among ``instances``
+        (k,) int64, k >= 1 -> (best (n,) float32, position in ``instances`` (n,) int64)."""
+
+    def instance_sums(self, values: torch.Tensor, assignment: torch.Tensor, count: int) -> torch.Tensor:
+        """Σ of ``values`` (N,) over each instance's assigned points -> (count,), dtype of ``values``."""
+
+
+class StoredMasks:
+    """``MaskSource`` over a stored (N, I) float32 matrix, rewritten in place by the passes."""
+
+    def __init__(self, masks: torch.Tensor):
+        self.masks = masks
+        self.num_points, self.count = masks.shape
+
+    def thresholds(self) -> torch.Tensor:
+        return otsu_thresholds(otsu_histograms(self.masks))
+
+    def threshold_pass(self, thresholds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        def threshold(block: torch.Tensor, buffer: torch.Tensor) -> None:
+            block.mul_(torch.ge(block, thresholds, out=buffer))
+
+        return _assign_blocks(self.masks, thresholds, threshold, with_column_sums=True)
+
+    def rescale_pass(self, cover: torch.Tensor, scaled_thresholds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        def rescale(block: torch.Tensor, _: torch.Tensor) -> None:
+            torch.sqrt(block.mul_(cover).clamp_(min=ZERO_STANDIN), out=block)
+
+        assignment, best, _ = _assign_blocks(self.masks, scaled_thresholds, rescale)
+        return assignment, best
+
+    def best_among(self, points: torch.Tensor, instances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.masks[points.unsqueeze(1), instances.unsqueeze(0)].max(dim=1)
+
+    def instance_sums(self, values: torch.Tensor, assignment: torch.Tensor, count: int) -> torch.Tensor:
+        return per_instance_sum(values, assignment, count)
 
 
 def _assign_blocks(scores: torch.Tensor, thresholds: torch.Tensor,
@@ -131,10 +196,18 @@ def _assign_blocks(scores: torch.Tensor, thresholds: torch.Tensor,
         torch.max(block, dim=1, out=(best[start:stop], which[start:stop]))
         if sums is not None:
             sums += block.sum(dim=0)
+    assignment, best = apply_floor(which, best, thresholds)
+    return assignment, best, sums
+
+
+def apply_floor(which: torch.Tensor, best: torch.Tensor, thresholds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``assign``'s last step: which (N,) int64 first-maximum instance, best (N,) float32 its value
+    -> (assignment, best) with -1 where best < the smallest non-zero threshold; with no non-zero
+    threshold every point is unassigned and best is 0 (both rewritten in place)."""
     floor = _min_nonzero(thresholds)
     if floor is None:
-        return which.fill_(-1), best.zero_(), sums
-    return torch.where(best < floor, torch.full_like(which, -1), which), best, sums
+        return which.fill_(-1), best.zero_()
+    return torch.where(best < floor, torch.full_like(which, -1), which), best
 
 
 def instance_classes(assignment: torch.Tensor, labels: torch.Tensor, object_idx: torch.Tensor,
@@ -186,62 +259,63 @@ def _nothing_kept(thresholds: torch.Tensor, num_points: int) -> PostResult:
 
 def postprocess(masks: torch.Tensor, semantic_scores: torch.Tensor, object_idx: torch.Tensor,
                 superpoints: torch.Tensor | None) -> PostResult:
+    """``postprocess_masks`` of a stored (N, I) float32 soft-mask matrix, which it **overwrites**
+    (thresholded and rescaled in place: the engine does not need the masks afterwards)."""
+    return postprocess_masks(StoredMasks(masks), semantic_scores, object_idx, superpoints)
+
+
+def postprocess_masks(masks: MaskSource, semantic_scores: torch.Tensor, object_idx: torch.Tensor,
+                      superpoints: torch.Tensor | None) -> PostResult:
     """The official test script's post-processing (SPEC §10).
 
-    masks (N, I) float32 soft masks, **overwritten** (thresholded and rescaled in place: the
-    engine does not need them afterwards); semantic_scores (N, 20) float32 logits;
+    masks: the (N, I) soft masks (``MaskSource``); semantic_scores (N, 20) float32 logits;
     object_idx (No,) int64; superpoints (N,) int64 or None.
     """
-    num_points, count = masks.shape
+    num_points, count = masks.num_points, masks.count
     labels = semantic_scores.argmax(dim=1)
-    thresholds = otsu_thresholds(otsu_histograms(masks))
+    thresholds = masks.thresholds()
     if count == 0:
         return _nothing_kept(thresholds, num_points)
 
     # 1-2: M' = m where m >= T else 0; assign; vote classes.
-    def threshold(block: torch.Tensor, buffer: torch.Tensor) -> None:
-        block.mul_(torch.ge(block, thresholds, out=buffer))
-
-    kept = masks
-    assignment, best, kept_sums = _assign_blocks(kept, thresholds, threshold, with_column_sums=True)
+    assignment, best, kept_sums = masks.threshold_pass(thresholds)
     classes = instance_classes(assignment, labels, object_idx, count)
     # 3 [quirk]: cover = floor(Σ_assigned m) / Σ_all M', the numerator truncated to an integer
-    # (assigned points have m >= T, so their m is their M'). The numerator is summed in float64:
-    # a float32 sum's order-dependent rounding would decide the floor when the sum is near an integer.
-    covered = per_instance_sum(best.double(), assignment, count).floor().float()
+    # (assigned points have m >= T, so their m is their M'). The numerator is summed in float64,
+    # where it is exact in any order: every summand is a float32 >= T >= 1/100 > 2^-7, hence a
+    # multiple of 2^-30, and N < 2^22 of them need at most 52 significant bits.
+    covered = masks.instance_sums(best.double(), assignment, count).floor().float()
     cover = (covered / (kept_sums + 1e-6)).clamp(max=1.0)
     # 4: M'' = sqrt(M' * cover), T'' = sqrt(T * cover); assign.
     # Zeros are raised to ZERO_STANDIN before the sqrt (CPU sqrt of 0.0 is ~7x slower than of a
     # normal number). This changes no result: sqrt(ZERO_STANDIN) = 1e-15 is below every non-zero
     # T'' (>= sqrt(0.01 / N)), so such a point stays unassigned whichever instance wins the tie,
     # and only assigned points' values are used afterwards.
-    def rescale(block: torch.Tensor, _: torch.Tensor) -> None:
-        torch.sqrt(block.mul_(cover).clamp_(min=ZERO_STANDIN), out=block)
-
     scaled_thresholds = torch.sqrt(thresholds * cover)
-    assignment, best, _ = _assign_blocks(kept, scaled_thresholds, rescale)
+    assignment, best = masks.rescale_pass(cover, scaled_thresholds)
     # 5: keep instances with more than MIN_POINTS points; assign among them.
     sizes = torch.bincount(assignment[assignment >= 0], minlength=count)
     ids = torch.nonzero(sizes > MIN_POINTS).view(-1)
     if ids.numel() == 0:
         return _nothing_kept(thresholds, num_points)
-    assignment, best = restrict(assignment, best, kept, ids, scaled_thresholds[ids])
+    assignment, best = restrict(assignment, best, masks, ids, scaled_thresholds[ids])
     # 6: score = sqrt(mean M'' * mean class probability) over assigned points; keep > MIN_SCORE.
     n = ids.numel()
     classes = classes[ids]
     sizes = torch.bincount(assignment[assignment >= 0], minlength=n).float() + 1e-6
-    mask_mean = per_instance_sum(best, assignment, n) / sizes
+    mask_mean = masks.instance_sums(best, assignment, n) / sizes
+    prob = torch.zeros(num_points, device=best.device)
     members = torch.nonzero(assignment >= 0).view(-1)  # softmax only where a probability is used
     member_class = classes.clamp(max=NUM_CLASSES - 1)[assignment[members]]
-    prob = semantic_scores[members].softmax(dim=1).gather(1, member_class.unsqueeze(1)).squeeze(1)
-    prob_mean = torch.zeros(n, device=prob.device).index_add_(0, assignment[members], prob) / sizes
+    prob[members] = semantic_scores[members].softmax(dim=1).gather(1, member_class.unsqueeze(1)).squeeze(1)
+    prob_mean = masks.instance_sums(prob, assignment, n) / sizes
     scores = torch.sqrt(torch.where(classes == INVALID_CLASS, torch.zeros_like(mask_mean), mask_mean * prob_mean))
     confident = torch.nonzero(scores > MIN_SCORE).view(-1)
     if confident.numel() == 0:
         return _nothing_kept(thresholds, num_points)
     global_assignment = torch.where(assignment >= 0, ids[assignment.clamp(min=0)], assignment)
     ids, scores = ids[confident], scores[confident]
-    assignment, _ = restrict(global_assignment, best, kept, ids, scaled_thresholds[ids])
+    assignment, _ = restrict(global_assignment, best, masks, ids, scaled_thresholds[ids])
     # 7: superpoint refinement, classes again, drop invalid ones.
     n = ids.numel()
     if superpoints is not None:

@@ -31,6 +31,50 @@ MIN_BLOCK_POINTS = 16  # tl.dot needs at least 16 rows
 
 
 @jit
+def point_inputs(features_ptr, xyz_ptr, points, point_valid, EMBED: tl.constexpr, INPUTS_PADDED: tl.constexpr):
+    """Decoder inputs of a block of points: (B, INPUTS_PADDED) float32 ``[f_n (EMBED), p_n (3), 0…]``.
+
+    features (N, EMBED), xyz (N, 3) float32 contiguous; points (B,) int point indices; rows where
+    ``point_valid`` is False are zero.
+    """
+    channels = tl.arange(0, INPUTS_PADDED)
+    is_feature = channels < EMBED
+    is_xyz = (channels >= EMBED) & (channels < EMBED + 3)
+    xyz_channel = tl.where(is_xyz, channels - EMBED, 0)
+    features = tl.load(features_ptr + points[:, None] * EMBED + channels[None, :],
+                       mask=point_valid[:, None] & is_feature[None, :], other=0.0)
+    xyz = tl.load(xyz_ptr + points[:, None] * 3 + xyz_channel[None, :],
+                  mask=point_valid[:, None] & is_xyz[None, :], other=0.0)
+    return features + xyz  # disjoint channels: the sum adds zeros, exactly
+
+
+@jit
+def instance_masks(theta_ptr, centres_ptr, instance, inputs, HIDDEN: tl.constexpr, EMBED: tl.constexpr,
+                   INPUTS_PADDED: tl.constexpr):
+    """Soft masks m (B,) float32 of one instance for a block of ``point_inputs`` (B, INPUTS_PADDED).
+
+    theta (I, 337), centres (I, 3) float32 contiguous; ``instance`` its row.
+    x (B, C) = [f_n, p_n - c_i, 0…]; h (B, HIDDEN) = relu(x @ W1_iᵀ + b1_i) (IEEE float32 dot);
+    m = sigmoid(h · W2_i + b2_i).
+    """
+    channels = tl.arange(0, INPUTS_PADDED)
+    is_xyz = (channels >= EMBED) & (channels < EMBED + 3)
+    centre = tl.load(centres_ptr + instance * 3 + tl.where(is_xyz, channels - EMBED, 0), mask=is_xyz, other=0.0)
+    x = inputs - centre[None, :]  # the centre is 0 outside the xyz channels
+
+    theta_row = theta_ptr + instance * (HIDDEN * (EMBED + 3) + 2 * HIDDEN + 1)
+    hidden_ids = tl.arange(0, HIDDEN)
+    w1_t = tl.load(theta_row + hidden_ids[None, :] * (EMBED + 3) + channels[:, None],
+                   mask=(channels < EMBED + 3)[:, None], other=0.0)  # (C, HIDDEN) = W1ᵀ, zero-padded
+    b1 = tl.load(theta_row + HIDDEN * (EMBED + 3) + hidden_ids)
+    w2 = tl.load(theta_row + HIDDEN * (EMBED + 3) + HIDDEN + hidden_ids)
+    b2 = tl.load(theta_row + HIDDEN * (EMBED + 3) + 2 * HIDDEN)
+
+    hidden = tl.maximum(tl.dot(x, w1_t, input_precision="ieee") + b1[None, :], 0.0)  # (B, HIDDEN)
+    return tl.sigmoid(tl.sum(hidden * w2[None, :], axis=1) + b2)
+
+
+@jit
 def _decode_histogram_kernel(theta_ptr, features_ptr, xyz_ptr, centres_ptr, hist_ptr, num_points,
                              HIDDEN: tl.constexpr, EMBED: tl.constexpr, INPUTS_PADDED: tl.constexpr,
                              LEVELS: tl.constexpr, BINS: tl.constexpr, BLOCK_POINTS: tl.constexpr):
@@ -38,43 +82,29 @@ def _decode_histogram_kernel(theta_ptr, features_ptr, xyz_ptr, centres_ptr, hist
 
     theta (I, 337), features (N, EMBED), xyz (N, 3), centres (I, 3) float32 contiguous;
     hist (I, LEVELS) int32, zeroed, accumulated with integer atomic adds.
-
-    x (B, INPUTS_PADDED) = [f_n, p_n - c_i, 0…]   (19 real columns, zero-padded to a power of two)
-    h (B, HIDDEN)        = relu(x @ W1_iᵀ + b1_i)  (IEEE float32 dot)
-    m (B,)               = sigmoid(h · W2_i + b2_i); level = min(trunc(LEVELS·m), LEVELS - 1)
-    The block's level histogram (BINS ≥ LEVELS bins) is added to hist[i] in one vector atomic.
+    level = min(trunc(LEVELS·m), LEVELS - 1); the block's level histogram (BINS ≥ LEVELS bins) is
+    added to hist[i] in one vector atomic.
     """
     instance = tl.program_id(0)
     points = tl.program_id(1) * BLOCK_POINTS + tl.arange(0, BLOCK_POINTS)  # (B,)
     point_valid = points < num_points
-    inputs = tl.arange(0, INPUTS_PADDED)  # (C,) input channel
-    is_feature = inputs < EMBED
-    is_xyz = (inputs >= EMBED) & (inputs < EMBED + 3)
-    xyz_channel = tl.where(is_xyz, inputs - EMBED, 0)
-
-    features = tl.load(features_ptr + points[:, None] * EMBED + inputs[None, :],
-                       mask=point_valid[:, None] & is_feature[None, :], other=0.0)
-    xyz = tl.load(xyz_ptr + points[:, None] * 3 + xyz_channel[None, :],
-                  mask=point_valid[:, None] & is_xyz[None, :], other=0.0)
-    centre = tl.load(centres_ptr + instance * 3 + xyz_channel, mask=is_xyz, other=0.0)  # (C,)
-    x = tl.where(is_feature[None, :], features, xyz - centre[None, :])  # (B, C), zero beyond 19
-
-    theta_row = theta_ptr + instance * (HIDDEN * (EMBED + 3) + 2 * HIDDEN + 1)
-    hidden_ids = tl.arange(0, HIDDEN)
-    w1_t = tl.load(theta_row + hidden_ids[None, :] * (EMBED + 3) + inputs[:, None],
-                   mask=(inputs < EMBED + 3)[:, None], other=0.0)  # (C, HIDDEN) = W1ᵀ, zero-padded
-    b1 = tl.load(theta_row + HIDDEN * (EMBED + 3) + hidden_ids)
-    w2 = tl.load(theta_row + HIDDEN * (EMBED + 3) + HIDDEN + hidden_ids)
-    b2 = tl.load(theta_row + HIDDEN * (EMBED + 3) + 2 * HIDDEN)
-
-    hidden = tl.dot(x, w1_t, input_precision="ieee") + b1[None, :]  # (B, HIDDEN)
-    hidden = tl.maximum(hidden, 0.0)
-    logits = tl.sum(hidden * w2[None, :], axis=1) + b2  # (B,)
-    masks = tl.sigmoid(logits)
+    inputs = point_inputs(features_ptr, xyz_ptr, points, point_valid, EMBED, INPUTS_PADDED)
+    masks = instance_masks(theta_ptr, centres_ptr, instance, inputs, HIDDEN, EMBED, INPUTS_PADDED)
     levels = tl.minimum((masks * LEVELS).to(tl.int32), LEVELS - 1)  # m >= 0: the cast truncates
     block_hist = tl.histogram(levels, BINS, mask=point_valid)  # (BINS,) int32
     bins = tl.arange(0, BINS)
     tl.atomic_add(hist_ptr + instance * LEVELS + bins, block_hist, mask=bins < LEVELS)
+
+
+def check_decode_shapes(theta: torch.Tensor, mask_features: torch.Tensor, xyz_m: torch.Tensor,
+                        centres_m: torch.Tensor) -> None:
+    """Raise ValueError unless theta (I, 337), mask_features (N, 16), xyz_m (N, 3), centres_m (I, 3)."""
+    count, num_points = theta.shape[0], xyz_m.shape[0]
+    if theta.shape[1:] != (PARAMETERS,) or mask_features.shape != (num_points, EMBED) \
+            or centres_m.shape != (count, 3) or xyz_m.shape[1:] != (3,):
+        raise ValueError(f"shapes theta {tuple(theta.shape)}, mask_features {tuple(mask_features.shape)}, "
+                         f"xyz_m {tuple(xyz_m.shape)}, centres_m {tuple(centres_m.shape)}: expected "
+                         f"(I, {PARAMETERS}), (N, {EMBED}), (N, 3), (I, 3)")
 
 
 def block_points_for(num_points: int) -> int:
@@ -95,12 +125,8 @@ def decode_histograms(theta: torch.Tensor, mask_features: torch.Tensor, xyz_m: t
     device (CUDA, or CPU under TRITON_INTERPRET=1). Returns hist (I, levels) int64.
     """
     require_triton(theta.device)
+    check_decode_shapes(theta, mask_features, xyz_m, centres_m)
     count, num_points = theta.shape[0], xyz_m.shape[0]
-    if theta.shape[1:] != (PARAMETERS,) or mask_features.shape != (num_points, EMBED) \
-            or centres_m.shape != (count, 3) or xyz_m.shape[1:] != (3,):
-        raise ValueError(f"shapes theta {tuple(theta.shape)}, mask_features {tuple(mask_features.shape)}, "
-                         f"xyz_m {tuple(xyz_m.shape)}, centres_m {tuple(centres_m.shape)}: expected "
-                         f"(I, {PARAMETERS}), (N, {EMBED}), (N, 3), (I, 3)")
     hist = torch.zeros(count, levels, dtype=torch.int32, device=theta.device)
     if count and num_points:
         block_points = block_points_for(num_points)

@@ -70,7 +70,7 @@ def test_restrict_equals_assigning_over_the_kept_instances():
     assignment, best = pp.assign(scores, thresholds)
     for keep in ([0, 2, 5], [1, 3, 4, 8], [4], [0, 4], list(range(9))):
         keep = torch.tensor(keep)
-        got, _ = pp.restrict(assignment, best, scores, keep, thresholds[keep])
+        got, _ = pp.restrict(assignment, best, pp.StoredMasks(scores), keep, thresholds[keep])
         want, _ = pp.assign(scores[:, keep], thresholds[keep])
         assert got.tolist() == want.tolist(), keep.tolist()
 
