@@ -6,7 +6,6 @@ import argparse
 from pathlib import Path
 
 BACKENDS = ("reference", "triton", "onnxruntime", "tensorrt")
-AVAILABLE_BACKENDS = ("reference", "onnxruntime", "tensorrt")
 EXPORTED_BACKENDS = ("onnxruntime", "tensorrt")
 
 
@@ -28,8 +27,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="auto: cuda when available, else cpu")
     parser.add_argument("--backend", choices=BACKENDS, default="reference",
-                        help="reference: plain PyTorch with spconv; onnxruntime / tensorrt: an exported "
-                        "backbone (--engine-file) with the engine's own later stages; triton: not yet")
+                        help="reference: plain PyTorch with spconv; triton: the reference backbone, then "
+                        "Triton kernels for decoding and post-processing (CUDA; on CPU Triton's slow "
+                        "interpreter); onnxruntime / tensorrt: an exported backbone (--engine-file) with the "
+                        "engine's own later stages")
     parser.add_argument("--engine-file", type=Path, metavar="PATH",
                         help="exported backbone for the onnxruntime / tensorrt backends")
     parser.add_argument("--out", type=Path, default=Path("dknet_out"), metavar="DIR",
@@ -47,8 +48,6 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.backend not in AVAILABLE_BACKENDS:
-        parser.error(f"backend {args.backend!r} is not available yet; use --backend reference")
     if args.engine_file is not None and args.backend not in EXPORTED_BACKENDS:
         parser.error("--engine-file only applies to the onnxruntime and tensorrt backends")
     if args.engine_file is None and args.backend in EXPORTED_BACKENDS:

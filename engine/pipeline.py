@@ -18,7 +18,7 @@ from engine import encoding
 from engine.classes import NYU40_IDS
 from engine.decoding import decode_masks
 from engine.model import DKNet, PointOutputs
-from engine.postprocess import PostResult, postprocess
+from engine.postprocess import MaskSource, PostResult, StoredMasks, postprocess_masks
 from engine.preprocess import Voxelized, voxelize
 from profiling.stage_timer import StageTimer
 
@@ -67,10 +67,22 @@ def run_decoding(backbone: BackboneResult, encoded: EncodingResult) -> torch.Ten
     return decode_masks(encoded.theta, backbone.points.mask_features, xyz_m, xyz_m[encoded.centres])
 
 
-def run_post_processing(masks: torch.Tensor, backbone: BackboneResult, superpoints: np.ndarray | None) -> PostResult:
-    """SPEC §9–11 (``masks`` is overwritten)."""
-    sp = None if superpoints is None else torch.from_numpy(np.asarray(superpoints, np.int64)).to(masks.device)
-    return postprocess(masks, backbone.points.semantic_scores, backbone.points.object_idx, sp)
+def run_decoding_triton(backbone: BackboneResult, encoded: EncodingResult) -> MaskSource:
+    """SPEC §8–9 with Triton kernels: only the per-instance level histograms are computed; the
+    masks are recomputed by each post-processing pass (``kernels.postprocess.RecomputedMasks``)."""
+    from kernels.postprocess import RecomputedMasks
+
+    xyz_m = backbone.vox.xyz_m
+    return RecomputedMasks(encoded.theta, backbone.points.mask_features, xyz_m, xyz_m[encoded.centres])
+
+
+def run_post_processing(masks: torch.Tensor | MaskSource, backbone: BackboneResult,
+                        superpoints: np.ndarray | None) -> PostResult:
+    """SPEC §9–11 on stored masks (N, I) float32 (overwritten) or a ``MaskSource``."""
+    source = StoredMasks(masks) if isinstance(masks, torch.Tensor) else masks
+    device = backbone.points.semantic_scores.device
+    sp = None if superpoints is None else torch.from_numpy(np.asarray(superpoints, np.int64)).to(device)
+    return postprocess_masks(source, backbone.points.semantic_scores, backbone.points.object_idx, sp)
 
 
 @dataclass
@@ -99,15 +111,17 @@ class SceneResult:
 @torch.no_grad()
 def infer_scene(model: DKNet, xyz: np.ndarray, rgb: np.ndarray, superpoints: np.ndarray | None,
                 device: torch.device, timer: StageTimer,
-                exported_backbone: Callable[..., PointOutputs] | None = None) -> SceneResult:
+                exported_backbone: Callable[..., PointOutputs] | None = None, use_triton: bool = False) -> SceneResult:
     """Run DKNet on one scene: xyz (N, 3) float, rgb (N, 3) uint8, superpoints (N,) int or None.
-    ``exported_backbone`` replaces the model's backbone and point heads (ONNX Runtime, TensorRT)."""
+    ``exported_backbone`` replaces the model's backbone and point heads (ONNX Runtime, TensorRT);
+    ``use_triton`` runs the later stages' Triton kernels (``kernels``; CUDA, or CPU in the
+    interpreter) instead of the torch references."""
     with timer.stage("backbone"):
         backbone = run_backbone(model, xyz, rgb, device, exported_backbone)
     with timer.stage("encoding"):
         encoded = run_encoding(model, backbone)
     with timer.stage("decoding"):
-        masks = run_decoding(backbone, encoded)
+        masks = run_decoding_triton(backbone, encoded) if use_triton else run_decoding(backbone, encoded)
     with timer.stage("post_processing"):
         post = run_post_processing(masks, backbone, superpoints)
 

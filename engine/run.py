@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from engine.cli_args import dump_path, parse_args
-from engine.session import UserError, load_exported_backbone, load_model, print_error, resolve_device
+from engine.session import UserError, load_exported_backbone, load_model, prepare_triton, print_error, resolve_device
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -47,7 +47,8 @@ def _segment(args, model, exported, device, scene_path: Path, num_scenes: int):
     except (SceneInputError, ValueError, OSError) as exc:
         raise UserError(str(exc)) from None
     try:
-        result = infer_scene(model, scene.xyz, scene.rgb, superpoints, device, timer, exported)
+        result = infer_scene(model, scene.xyz, scene.rgb, superpoints, device, timer, exported,
+                             use_triton=args.backend == "triton")
     except Exception as exc:
         if _is_out_of_memory(exc):
             raise UserError(f"{scene_path}: out of memory on {device.type} "
@@ -124,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         model = load_model(device, args.checkpoint, args.random_weights, args.seed)
         exported = load_exported_backbone(args.backend, args.engine_file, device)
+        kernels = prepare_triton(device) if args.backend == "triton" else "PyTorch"
     except UserError as exc:
         print_error(exc)
         return 1
@@ -143,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             failures += 1
             continue
         provider = exported.provider if exported is not None else f"sparse conv {model.provider}"
-        _print_report(console, name, stage_ms, notes, provider, device)
+        _print_report(console, name, stage_ms, notes, f"{provider}, later stages on {kernels}", device)
         console.print(f"wrote {args.out / (name + '.txt')}, {name}_instances.ply, {name}.png", markup=False)
         if running is not None:
             try:

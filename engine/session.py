@@ -60,9 +60,26 @@ def load_model(device, checkpoint: Path | None, random_weights: bool, seed: int)
     return model.to(device).eval()
 
 
+def prepare_triton(device) -> str:
+    """Make the Triton kernels runnable on ``device`` before triton is first imported: compiled on
+    CUDA, Triton's interpreter on CPU (``TRITON_INTERPRET=1``: correct but slow, for testing).
+    Returns how they will run; UserError when they cannot."""
+    if device.type == "cpu":
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    from kernels._triton import INTERPRETER, TRITON_IMPORTED, triton_available
+
+    if not TRITON_IMPORTED:
+        raise UserError("--backend triton needs the triton package (pip install triton)")
+    if not triton_available(device):
+        raise UserError(f"--backend triton cannot run on {device.type} here: compiled kernels need CUDA, "
+                        "the interpreter CPU (it was switched off by TRITON_INTERPRET=0)")
+    return "Triton interpreter (slow; CPU testing only)" if INTERPRETER else "Triton (compiled)"
+
+
 def load_exported_backbone(backend: str, engine_file: Path | None, device):
-    """The exported backbone for ``backend`` (None for the reference backend); UserError on failure."""
-    if backend == "reference":
+    """The exported backbone for ``backend`` (None for the reference and triton backends, whose
+    backbone is the model's own); UserError on failure."""
+    if backend in ("reference", "triton"):
         return None
     from export.runtime import BackendError, load_backbone
 

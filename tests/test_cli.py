@@ -151,8 +151,7 @@ def test_out_of_memory_is_one_line(scene_path, tmp_path, capsys, monkeypatch):
     assert not out.exists() or not any(out.iterdir())
 
 
-@pytest.mark.parametrize("argv,needle", [(["--backend", "triton"], "not available yet"),
-                                         (["--engine-file", "x.onnx"], "--engine-file"),
+@pytest.mark.parametrize("argv,needle", [(["--engine-file", "x.onnx"], "--engine-file"),
                                          (["--backend", "onnxruntime"], "needs --engine-file"),
                                          (["--random-weights", "--checkpoint", "c.pth"], "not both")])
 def test_usage_errors(scene_path, capsys, argv, needle):
