@@ -100,7 +100,8 @@ def test_cli_bad_scene_is_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "none.ply" in err
 
 
-@pytest.mark.parametrize("argv", [["--repeats", "0"], ["--backend", "tensorrt"], ["--backend", "triton", "--engine-file", "x.onnx"]])
+@pytest.mark.parametrize("argv", [["--repeats", "0"], ["--backend", "tensorrt"],
+                                  ["--backend", "triton", "--engine-file", "x.onnx"]])
 def test_cli_usage_errors(tmp_path, argv):
     with pytest.raises(SystemExit) as info:
         profiling_main([str(tmp_path / "x.ply"), "--random-weights", *argv])
