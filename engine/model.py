@@ -112,6 +112,13 @@ def _sparse_threads(provider: str, device: torch.device) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+def batchnorm_affine(weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor,
+                     running_var: torch.Tensor, eps: float = BN_EPS) -> tuple[torch.Tensor, torch.Tensor]:
+    """Eval BatchNorm as ``x·scale + shift`` (C,) float64: scale = γ/√(var+eps), shift = β - mean·scale."""
+    scale = weight.double() / torch.sqrt(running_var.double() + eps)
+    return scale, bias.double() - running_mean.double() * scale
+
+
 def _pointwise_block(in_channels: int, out_channels: int) -> nn.Sequential:
     """Conv1d(k=1, no bias), BN, ReLU: the official ``conv_with_kaiming_uniform('BN', True)``."""
     return nn.Sequential(nn.Conv1d(in_channels, out_channels, 1, bias=False), BatchNorm(out_channels), nn.ReLU())

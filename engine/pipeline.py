@@ -47,16 +47,24 @@ def run_backbone(model: DKNet, xyz: np.ndarray, rgb: np.ndarray, device: torch.d
     return BackboneResult(vox, points, torch.softmax(points.heat_logits, dim=0))
 
 
-def run_encoding(model: DKNet, backbone: BackboneResult) -> EncodingResult:
-    """SPEC §4–7: candidate mining, description, merging, kernel generation."""
+def run_encoding(model: DKNet, backbone: BackboneResult, use_triton: bool = False) -> EncodingResult:
+    """SPEC §4–7: candidate mining, description, merging, kernel generation. ``use_triton``:
+    description, merge scores and the greedy merge run as Triton kernels (``kernels.encode``)."""
     points, obj = backbone.points, backbone.points.object_idx
     obj_xyz = backbone.vox.xyz_m[obj]
     scan_heat, thres = encoding.heat_and_threshold(backbone.heat)
     cands = encoding.mine_candidates(obj_xyz.cpu().numpy(), points.labels[obj].cpu().numpy(), scan_heat, thres)
-    descriptors = encoding.describe_candidates(cands, points.kernel_features, obj_xyz, points.offsets[obj])
-    group = encoding.greedy_merge(encoding.merge_probabilities(model, descriptors).cpu().numpy())
-    fg_features = descriptors[:, : points.kernel_features.shape[1]]
-    instances = encoding.merge_instances(group, cands, backbone.heat, fg_features)
+    fg_channels = points.kernel_features.shape[1]
+    if use_triton:
+        from kernels import encode
+
+        descriptors = encode.describe_candidates(cands, points.kernel_features, obj_xyz, points.offsets[obj])
+        groups = encode.greedy_merge(encode.merge_probabilities(model, descriptors))
+        instances = encode.merge_instances(groups, cands, backbone.heat, descriptors[:, :fg_channels])
+    else:
+        descriptors = encoding.describe_candidates(cands, points.kernel_features, obj_xyz, points.offsets[obj])
+        group = encoding.greedy_merge(encoding.merge_probabilities(model, descriptors).cpu().numpy())
+        instances = encoding.merge_instances(group, cands, backbone.heat, descriptors[:, :fg_channels])
     theta = model.weight_generator(instances.kernels)
     return EncodingResult(cands, instances, theta, obj[instances.centre_points])
 
@@ -119,7 +127,7 @@ def infer_scene(model: DKNet, xyz: np.ndarray, rgb: np.ndarray, superpoints: np.
     with timer.stage("backbone"):
         backbone = run_backbone(model, xyz, rgb, device, exported_backbone)
     with timer.stage("encoding"):
-        encoded = run_encoding(model, backbone)
+        encoded = run_encoding(model, backbone, use_triton)
     with timer.stage("decoding"):
         masks = run_decoding_triton(backbone, encoded) if use_triton else run_decoding(backbone, encoded)
     with timer.stage("post_processing"):

@@ -39,7 +39,7 @@ import torch
 from torch import nn
 
 from engine.classes import NUM_CLASSES
-from engine.model import BN_EPS, EMBED
+from engine.model import EMBED, batchnorm_affine
 from export.kernel_maps import DOWN_OFFSETS, LEVELS
 
 # Graph outputs, in order, with their shapes after the leading point axis N.
@@ -52,9 +52,7 @@ State = dict[str, torch.Tensor]
 
 def _bn(state: State, prefix: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Eval BatchNorm as ``x·scale + shift`` (float64): scale = γ/√(var+eps), shift = β - mean·scale."""
-    var = state[f"{prefix}.running_var"].double()
-    scale = state[f"{prefix}.weight"].double() / torch.sqrt(var + BN_EPS)
-    return scale, state[f"{prefix}.bias"].double() - state[f"{prefix}.running_mean"].double() * scale
+    return batchnorm_affine(*(state[f"{prefix}.{name}"] for name in ("weight", "bias", "running_mean", "running_var")))
 
 
 def _conv_matrix(weight: torch.Tensor) -> torch.Tensor:

@@ -13,7 +13,10 @@ counts), which are exact and commutative, so any interleaving gives the same bit
 Precision policy. float32 throughout: inputs, accumulators and outputs are float32; ``tl.dot``
 runs with ``input_precision="ieee"`` (no TF32), and divisions whose bits must match a torch
 reference use ``tl.math.div_rn`` (IEEE round-to-nearest, not the approximate ``div.full.f32``).
-Counts are int32 inside kernels and int64 at the API.
+Counts are int32 inside kernels and int64 at the API. Floating-point contraction (a·b + c into one
+FMA) is allowed, as it has been Triton's default (set explicitly below, since Triton 3.9 warns that
+its default will change): it only rounds differently inside the decoders and the merge MLP, whose
+results are compared with tolerances; the Otsu kernel has no multiply-add to contract.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ from __future__ import annotations
 import os
 
 import torch
+
+os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
 
 try:
     import triton

@@ -1,0 +1,245 @@
+"""Encoding kernels (SPEC §5–7): candidate description, fused merge scores, greedy merge.
+
+* ``describe_candidates``: one launch, one program per candidate; the fg/bg entry lists are CSR
+  runs (candidates own consecutive entries), pooled in blocks of entries.
+* ``merge_probabilities``: one program per (candidate i, block of candidates j) computes
+  ``x = max(|d_i - d_j|, 1e-6)`` (35 values, zero-padded to 64) and the merge MLP with its three
+  BatchNorms folded into the convs, in registers: no (P, P, 35) tensor exists.
+* ``greedy_merge``: the greedy aggregation as one single-program kernel. The reference loop
+  (take the first maximum of the score matrix above the threshold, join the two groups under the
+  smaller id, zero the new group's block) ends only when no pair of different groups scores above
+  the threshold, and it only ever joins such pairs; its groups are therefore the connected
+  components of the graph of pairs scoring above the threshold, each labelled with its smallest
+  candidate, whatever the order of the merges. The kernel walks those pairs once, in index order,
+  joining groups with the group ids in registers: no host round trip per merge.
+* ``merge_instances``: centres and size-weighted kernel averages with device tensor ops (a
+  one-hot (I, P) matrix product, deterministic), then the weight generator runs in torch.
+
+Candidate mining (§4) stays the reference's sequential scan on the host (``engine.encoding``).
+Determinism and precision: see ``kernels._triton`` (no atomics here).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from engine import encoding
+from engine.model import EMBED, DKNet, batchnorm_affine
+from kernels._triton import jit, require_triton, tl, triton
+
+DESCRIPTOR = 2 * EMBED + 3  # [Fn (16), Fb (16), pos (3)]
+MERGE_PADDED = 64  # descriptor channels padded to a power of two for tl.dot
+MERGE_HIDDEN_LAYERS = 3
+BLOCK_PAIRS = 32  # candidates j per merge program: (32, 64) activations, (64, 64) weights in registers
+BLOCK_ENTRIES = 64  # fg/bg entries pooled per step
+MAX_GREEDY_CANDIDATES = 256  # group ids of all candidates live in one register vector
+
+
+@jit
+def _pooled_mean(features_ptr, entries_ptr, starts_ptr, fallback, candidate,
+                 EMBED: tl.constexpr, BLOCK_ENTRIES: tl.constexpr):
+    """Mean (EMBED,) float32 of features[entries[starts[c]:starts[c + 1]]]; ``fallback`` if empty."""
+    channels = tl.arange(0, EMBED)
+    start = tl.load(starts_ptr + candidate)
+    end = tl.load(starts_ptr + candidate + 1)
+    sums = tl.zeros((EMBED,), tl.float32)
+    for first in range(start, end, BLOCK_ENTRIES):
+        entries = first + tl.arange(0, BLOCK_ENTRIES)
+        valid = entries < end
+        points = tl.load(entries_ptr + entries, mask=valid, other=0)
+        rows = tl.load(features_ptr + points[:, None] * EMBED + channels[None, :], mask=valid[:, None], other=0.0)
+        sums += tl.sum(rows, axis=0)
+    count = (end - start).to(tl.float32)
+    means = tl.math.div_rn(sums, tl.full((EMBED,), 1.0, tl.float32) * tl.maximum(count, 1.0))
+    return tl.where(count > 0, means, fallback)
+
+
+@jit
+def _describe_kernel(features_ptr, fallback_ptr, fg_points_ptr, fg_starts_ptr, bg_points_ptr, bg_starts_ptr,
+                     candidates_ptr, xyz_ptr, offsets_ptr, descriptors_ptr,
+                     EMBED: tl.constexpr, BLOCK_ENTRIES: tl.constexpr):
+    """Grid (P,). features (No, EMBED), fallback (EMBED,) = their mean, xyz/offsets (No, 3) float32;
+    fg/bg points (S,) int64 with starts (P + 1,) int64; candidates (P,) int64 object-point index.
+    Writes descriptors[c] (P, 2·EMBED + 3) = [mean fg, mean bg, xyz[q] + offsets[q]]."""
+    candidate = tl.program_id(0)
+    channels = tl.arange(0, EMBED)
+    fallback = tl.load(fallback_ptr + channels)
+    row = descriptors_ptr + candidate * (2 * EMBED + 3)
+    tl.store(row + channels, _pooled_mean(features_ptr, fg_points_ptr, fg_starts_ptr, fallback, candidate,
+                                          EMBED, BLOCK_ENTRIES))
+    tl.store(row + EMBED + channels, _pooled_mean(features_ptr, bg_points_ptr, bg_starts_ptr, fallback, candidate,
+                                                  EMBED, BLOCK_ENTRIES))
+    axes = tl.arange(0, 4)
+    point = tl.load(candidates_ptr + candidate)
+    position = (tl.load(xyz_ptr + point * 3 + axes, mask=axes < 3)
+                + tl.load(offsets_ptr + point * 3 + axes, mask=axes < 3))
+    tl.store(row + 2 * EMBED + axes, position, mask=axes < 3)
+
+
+@jit
+def _merge_kernel(descriptors_ptr, weights_ptr, biases_ptr, scores_ptr, count,
+                  CHANNELS: tl.constexpr, PADDED: tl.constexpr, HIDDEN_LAYERS: tl.constexpr,
+                  BLOCK_PAIRS: tl.constexpr):
+    """Grid (P, cdiv(P, BLOCK_PAIRS)). descriptors (P, CHANNELS) float32; weights (HIDDEN_LAYERS + 1,
+    PADDED, PADDED) float32 (out, in), zero-padded, BN folded, the last layer's single output in
+    row 0; biases (HIDDEN_LAYERS + 1, PADDED). Writes scores[i, j] (P, P) float32 =
+    sigmoid(MLP(max(|d_i - d_j|, 1e-6)))."""
+    i = tl.program_id(0)
+    js = tl.program_id(1) * BLOCK_PAIRS + tl.arange(0, BLOCK_PAIRS)
+    j_valid = js < count
+    channels = tl.arange(0, PADDED)
+    real = channels < CHANNELS
+    d_i = tl.load(descriptors_ptr + i * CHANNELS + channels, mask=real, other=0.0)
+    d_j = tl.load(descriptors_ptr + js[:, None] * CHANNELS + channels[None, :],
+                  mask=j_valid[:, None] & real[None, :], other=0.0)
+    x = tl.where(real[None, :], tl.maximum(tl.abs(d_i[None, :] - d_j), 1e-6), 0.0)  # (B, PADDED)
+    for layer in tl.static_range(HIDDEN_LAYERS):
+        w_t = tl.load(weights_ptr + layer * PADDED * PADDED + channels[None, :] * PADDED + channels[:, None])
+        bias = tl.load(biases_ptr + layer * PADDED + channels)
+        x = tl.maximum(tl.dot(x, w_t, input_precision="ieee") + bias[None, :], 0.0)
+    w_out = tl.load(weights_ptr + HIDDEN_LAYERS * PADDED * PADDED + channels)
+    b_out = tl.load(biases_ptr + HIDDEN_LAYERS * PADDED)
+    logits = tl.sum(x * w_out[None, :], axis=1) + b_out
+    tl.store(scores_ptr + i * count + js, tl.sigmoid(logits), mask=j_valid)
+
+
+@jit
+def _greedy_merge_kernel(pairs_ptr, num_pairs, groups_ptr, count, BLOCK_CANDIDATES: tl.constexpr):
+    """Grid (1,). pairs (num_pairs,) int64 flat indices i·P + j of the pairs scoring above the
+    threshold; groups (P,) int64 written: the smallest candidate of each one's component."""
+    slots = tl.arange(0, BLOCK_CANDIDATES)
+    groups = slots.to(tl.int64)
+    for k in range(num_pairs):
+        pair = tl.load(pairs_ptr + k)
+        group_i = tl.sum(tl.where(slots == pair // count, groups, 0), axis=0)
+        group_j = tl.sum(tl.where(slots == pair % count, groups, 0), axis=0)
+        members = (groups == group_i) | (groups == group_j)  # all of one group when they already agree
+        groups = tl.where(members, tl.minimum(group_i, group_j), groups)
+    tl.store(groups_ptr + slots, groups, mask=slots < count)
+
+
+def _starts(owner: np.ndarray, count: int, device: torch.device) -> torch.Tensor:
+    """CSR starts (count + 1,) int64 of entries owned by ascending candidates."""
+    starts = np.zeros(count + 1, np.int64)
+    np.cumsum(np.bincount(owner, minlength=count), out=starts[1:])
+    return torch.from_numpy(starts).to(device)
+
+
+def describe_candidates(cands: encoding.Candidates, kernel_features: torch.Tensor, xyz_m: torch.Tensor,
+                        offsets: torch.Tensor) -> torch.Tensor:
+    """``engine.encoding.describe_candidates`` in one launch: descriptors (P, 35) float32.
+
+    kernel_features (No, 16), xyz_m (No, 3), offsets (No, 3) float32 of the object points.
+    """
+    device = kernel_features.device
+    require_triton(device)
+    count = cands.points.size
+    descriptors = torch.empty(count, DESCRIPTOR, device=device)
+    if count:
+        def t(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(a).to(device)
+
+        features = kernel_features.float().contiguous()
+        _describe_kernel[(count,)](features, features.mean(dim=0),
+                                   t(cands.fg_points), _starts(cands.fg_owner, count, device),
+                                   t(cands.bg_points), _starts(cands.bg_owner, count, device), t(cands.points),
+                                   xyz_m.float().contiguous(), offsets.float().contiguous(), descriptors,
+                                   EMBED=EMBED, BLOCK_ENTRIES=BLOCK_ENTRIES)
+    return descriptors
+
+
+def fold_merge_mlp(model: DKNet) -> tuple[torch.Tensor, torch.Tensor]:
+    """The merge MLP with BatchNorm folded into its convs (in float64, then float32), zero-padded:
+    weights (4, 64, 64) (out, in) and biases (4, 64), on the model's device."""
+    tower = model.merge_branch
+    weights = torch.zeros(MERGE_HIDDEN_LAYERS + 1, MERGE_PADDED, MERGE_PADDED, dtype=torch.float64)
+    biases = torch.zeros(MERGE_HIDDEN_LAYERS + 1, MERGE_PADDED, dtype=torch.float64)
+    for layer in range(MERGE_HIDDEN_LAYERS):
+        conv, bn, _ = tower[layer]
+        scale, shift = batchnorm_affine(bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
+        weights[layer, :DESCRIPTOR, :DESCRIPTOR] = conv.weight[:, :, 0].double() * scale[:, None]
+        biases[layer, :DESCRIPTOR] = shift
+    out = tower[MERGE_HIDDEN_LAYERS]
+    weights[MERGE_HIDDEN_LAYERS, 0, :DESCRIPTOR] = out.weight[0, :, 0].double()
+    biases[MERGE_HIDDEN_LAYERS, 0] = out.bias[0].double()
+    device = out.weight.device
+    return weights.float().to(device), biases.float().to(device)
+
+
+def merge_probabilities(model: DKNet, descriptors: torch.Tensor,
+                        folded: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
+    """``engine.encoding.merge_probabilities`` fused: A (P, P) float32 from descriptors (P, 35).
+    ``folded``: ``fold_merge_mlp(model)``, computed here when not given."""
+    require_triton(descriptors.device)
+    count = descriptors.shape[0]
+    weights, biases = folded if folded is not None else fold_merge_mlp(model)
+    scores = torch.empty(count, count, device=descriptors.device)
+    if count:
+        _merge_kernel[(count, triton.cdiv(count, BLOCK_PAIRS))](
+            descriptors.float().contiguous(), weights, biases, scores, count, CHANNELS=DESCRIPTOR,
+            PADDED=MERGE_PADDED, HIDDEN_LAYERS=MERGE_HIDDEN_LAYERS, BLOCK_PAIRS=BLOCK_PAIRS)
+    return scores
+
+
+def greedy_merge(merge_probs: torch.Tensor, threshold: float = encoding.MERGE_THRESHOLD) -> torch.Tensor:
+    """``engine.encoding.greedy_merge`` on the device: group id of each candidate (P,) int64.
+
+    merge_probs (P, P) float32, P <= 256: the pairs above the threshold (the diagonal excluded)
+    are gathered on the device and joined by one single-program kernel (module docstring).
+    """
+    device = merge_probs.device
+    require_triton(device)
+    count = merge_probs.shape[0]
+    if count > MAX_GREEDY_CANDIDATES:
+        raise ValueError(f"greedy_merge holds at most {MAX_GREEDY_CANDIDATES} candidates, got {count}")
+    groups = torch.arange(count, device=device)
+    if count < 2:
+        return groups
+    scores = merge_probs.float().flatten().clone()
+    scores[:: count + 1] = 0  # the diagonal
+    pairs = torch.nonzero(scores > np.float32(threshold)).view(-1)
+    _greedy_merge_kernel[(1,)](pairs, pairs.numel(), groups, count, BLOCK_CANDIDATES=triton.next_power_of_2(count))
+    return groups
+
+
+def merge_instances(groups: torch.Tensor, cands: encoding.Candidates, heat: torch.Tensor,
+                    fg_features: torch.Tensor) -> encoding.Instances:
+    """``engine.encoding.merge_instances`` with device tensor ops (no per-instance loop).
+
+    groups (P,) int64 on the device, heat (No,) float32, fg_features (P, 16) float32.
+    """
+    device = fg_features.device
+    count = groups.numel()
+    ids, member_instance = torch.unique(groups, sorted=True, return_inverse=True)
+    points = torch.from_numpy(cands.points).to(device)
+    member_heat = heat[points]
+    best_heat = torch.full((ids.numel(),), -1.0, device=device).scatter_reduce(
+        0, member_instance, member_heat, reduce="amax")
+    candidate_ids = torch.arange(count, device=device)
+    first_best = torch.where(member_heat == best_heat[member_instance], candidate_ids, count)
+    centre_candidates = torch.full((ids.numel(),), count, device=device).scatter_reduce(
+        0, member_instance, first_best, reduce="amin")
+    one_hot = (member_instance.unsqueeze(0) == torch.arange(ids.numel(), device=device).unsqueeze(1)).float()
+    weights = torch.from_numpy(cands.sizes).to(device=device, dtype=torch.float32)
+    kernels = (one_hot @ (weights.unsqueeze(1) * fg_features)) / (one_hot @ weights).unsqueeze(1)
+    return encoding.Instances(group=groups.cpu().numpy(), centre_points=points[centre_candidates], kernels=kernels)
+
+
+def compile_cases(case: type) -> list:
+    """``kernels.compile_check`` specializations of this module's kernels (``case`` is its Case)."""
+    return [
+        case("describe_candidates", _describe_kernel,
+             {"features_ptr": "*fp32", "fallback_ptr": "*fp32", "fg_points_ptr": "*i64", "fg_starts_ptr": "*i64",
+              "bg_points_ptr": "*i64", "bg_starts_ptr": "*i64", "candidates_ptr": "*i64", "xyz_ptr": "*fp32",
+              "offsets_ptr": "*fp32", "descriptors_ptr": "*fp32"},
+             {"EMBED": EMBED, "BLOCK_ENTRIES": BLOCK_ENTRIES}),
+        case("merge_probabilities", _merge_kernel,
+             {"descriptors_ptr": "*fp32", "weights_ptr": "*fp32", "biases_ptr": "*fp32", "scores_ptr": "*fp32",
+              "count": "i32"},
+             {"CHANNELS": DESCRIPTOR, "PADDED": MERGE_PADDED, "HIDDEN_LAYERS": MERGE_HIDDEN_LAYERS,
+              "BLOCK_PAIRS": BLOCK_PAIRS}),
+        case("greedy_merge", _greedy_merge_kernel,
+             {"pairs_ptr": "*i64", "num_pairs": "i32", "groups_ptr": "*i64", "count": "i32"},
+             {"BLOCK_CANDIDATES": MAX_GREEDY_CANDIDATES}),
+    ]
