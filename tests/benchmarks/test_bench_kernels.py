@@ -90,3 +90,170 @@ def test_otsu_kernel(benchmark, histograms):
     thresholds = benchmark.pedantic(_synchronized(otsu_thresholds), args=(histograms,), rounds=20, warmup_rounds=2)
     mismatches = int((thresholds != otsu_thresholds_reference(histograms)).sum())
     benchmark.extra_info.update(device=str(DEVICE), thresholds_differing_from_reference=mismatches)
+
+
+@pytest.fixture(scope="module")
+def assign_inputs(decode_inputs) -> tuple[torch.Tensor, ...]:
+    """decode inputs + thresholds (I,) t/100 and cover (I,) in (0, 1] on DEVICE."""
+    g = torch.Generator().manual_seed(1)
+    thresholds = torch.randint(20, 80, (INSTANCES,), generator=g).float() / 100
+    cover = torch.rand(INSTANCES, generator=g) * 0.5 + 0.5
+    return (*decode_inputs, thresholds.to(DEVICE), cover.to(DEVICE))
+
+
+def _reference_passes(theta, features, xyz_m, centres_m, thresholds, cover):
+    """The reference's two assignment passes over stored masks, decoding included (it stores them)."""
+    from engine.decoding import decode_masks
+    from engine.postprocess import StoredMasks
+
+    masks = StoredMasks(decode_masks(theta, features, xyz_m, centres_m))
+    masks.threshold_pass(thresholds)
+    return masks.rescale_pass(cover, torch.sqrt(thresholds * cover))
+
+
+def _kernel_passes(theta, features, xyz_m, centres_m, thresholds, cover):
+    """Both passes recomputing the masks (the Triton backend decodes only histograms beforehand)."""
+    from kernels.assign import best_instances
+
+    best_instances(theta, features, xyz_m, centres_m, thresholds, column_sums=True)
+    return best_instances(theta, features, xyz_m, centres_m, thresholds, cover)
+
+
+@pytest.mark.benchmark(group="kernel-assign")
+def test_assign_reference(benchmark, assign_inputs):
+    benchmark.extra_info.update(instances=INSTANCES, device=str(DEVICE), includes="decode_masks + 2 passes")
+    benchmark.pedantic(_synchronized(_reference_passes), args=assign_inputs, rounds=5, warmup_rounds=1)
+
+
+@pytest.mark.benchmark(group="kernel-assign")
+def test_assign_kernel(benchmark, assign_inputs):
+    _skip_unless_compiled()
+    best, _, _ = benchmark.pedantic(_synchronized(_kernel_passes), args=assign_inputs, rounds=5, warmup_rounds=1)
+    _, ref_best = _reference_passes(*assign_inputs)
+    benchmark.extra_info.update(instances=INSTANCES, device=str(DEVICE), includes="2 passes recomputing masks",
+                                max_best_error=float((best - ref_best).abs().max()))
+
+
+@pytest.fixture(scope="module")
+def assigned_values() -> tuple[torch.Tensor, torch.Tensor]:
+    """values (150k,) float32 and an assignment to 150 instances (a tenth unassigned) on DEVICE."""
+    g = torch.Generator().manual_seed(2)
+    assignment = torch.randint(-15, 150, (150_000,), generator=g).clamp(min=-1)
+    return torch.rand(150_000, generator=g).to(DEVICE), assignment.to(DEVICE)
+
+
+@pytest.mark.benchmark(group="kernel-instance-sums")
+def test_instance_sums_reference(benchmark, assigned_values):
+    from engine.postprocess import per_instance_sum
+
+    benchmark.pedantic(_synchronized(per_instance_sum), args=(*assigned_values, 150), rounds=20, warmup_rounds=2)
+
+
+@pytest.mark.benchmark(group="kernel-instance-sums")
+def test_instance_sums_kernel(benchmark, assigned_values):
+    _skip_unless_compiled()
+    from engine.postprocess import per_instance_sum
+    from kernels.assign import instance_sums
+
+    sums = benchmark.pedantic(_synchronized(instance_sums), args=(*assigned_values, 150), rounds=20, warmup_rounds=2)
+    benchmark.extra_info["max_relative_error"] = float(
+        ((sums - per_instance_sum(*assigned_values, 150)).abs() / sums.abs().clamp(min=1e-6)).max())
+
+
+@pytest.fixture(scope="module")
+def encoding_inputs():
+    """150 candidates over 20k object points (fg lists up to 2000, bg up to 2000), their
+    descriptors, a random-weight model and merge scores, on DEVICE."""
+    import numpy as np
+
+    from engine.checkpoint import randomize_weights
+    from engine.encoding import Candidates
+    from engine.model import build_model
+    from engine.sparse_provider import select_provider
+
+    rng = np.random.default_rng(3)
+    num_points, count = 20_000, 150
+    sizes = rng.integers(100, 2001, count)
+    bg_sizes = rng.integers(0, 2001, count)
+    fg = np.concatenate([np.sort(rng.choice(num_points, s, replace=False)) for s in sizes])
+    bg = np.concatenate([np.sort(rng.choice(num_points, s, replace=False)) for s in bg_sizes])
+    cands = Candidates(rng.choice(num_points, count, replace=False).astype(np.int64), sizes.astype(np.int64),
+                       np.repeat(np.arange(count), sizes).astype(np.int64), fg.astype(np.int64),
+                       np.repeat(np.arange(count), bg_sizes).astype(np.int64), bg.astype(np.int64))
+    g = torch.Generator().manual_seed(3)
+    arrays = tuple(t.to(DEVICE) for t in (torch.randn(num_points, 16, generator=g),
+                                          torch.rand(num_points, 3, generator=g) * 5,
+                                          torch.randn(num_points, 3, generator=g) * 0.1))
+    model = build_model(select_provider(torch.device("cpu")))
+    randomize_weights(model, seed=0)
+    model = model.to(DEVICE).eval()
+    descriptors = torch.randn(count, 35, generator=g).to(DEVICE)
+    return cands, arrays, model, descriptors
+
+
+@pytest.mark.benchmark(group="kernel-describe")
+def test_describe_reference(benchmark, encoding_inputs):
+    from engine.encoding import describe_candidates
+
+    cands, arrays, _, _ = encoding_inputs
+    benchmark.pedantic(_synchronized(describe_candidates), args=(cands, *arrays), rounds=20, warmup_rounds=2)
+
+
+@pytest.mark.benchmark(group="kernel-describe")
+def test_describe_kernel(benchmark, encoding_inputs):
+    _skip_unless_compiled()
+    from engine.encoding import describe_candidates as reference
+    from kernels.encode import describe_candidates
+
+    cands, arrays, _, _ = encoding_inputs
+    got = benchmark.pedantic(_synchronized(describe_candidates), args=(cands, *arrays), rounds=20, warmup_rounds=2)
+    benchmark.extra_info["max_error"] = float((got - reference(cands, *arrays)).abs().max())
+
+
+@pytest.mark.benchmark(group="kernel-merge-scores")
+def test_merge_scores_reference(benchmark, encoding_inputs):
+    from engine.encoding import merge_probabilities
+
+    _, _, model, descriptors = encoding_inputs
+    with torch.no_grad():
+        benchmark.pedantic(_synchronized(merge_probabilities), args=(model, descriptors), rounds=20, warmup_rounds=2)
+
+
+@pytest.mark.benchmark(group="kernel-merge-scores")
+def test_merge_scores_kernel(benchmark, encoding_inputs):
+    _skip_unless_compiled()
+    from engine.encoding import merge_probabilities as reference
+    from kernels.encode import merge_probabilities
+
+    _, _, model, descriptors = encoding_inputs
+    with torch.no_grad():
+        got = benchmark.pedantic(_synchronized(merge_probabilities), args=(model, descriptors), rounds=20,
+                                 warmup_rounds=2)
+        benchmark.extra_info["max_error"] = float((got - reference(model, descriptors)).abs().max())
+
+
+@pytest.fixture(scope="module")
+def merge_scores() -> torch.Tensor:
+    """(150, 150) float32 symmetric scores with ~1.2 pairs per candidate above 0.5, on DEVICE."""
+    g = torch.Generator().manual_seed(4)
+    scores = torch.rand(150, 150, generator=g) * 0.5
+    high = torch.rand(150, 150, generator=g) < 1.2 / 150
+    scores[high] += 0.4
+    return torch.maximum(scores, scores.t()).to(DEVICE)
+
+
+@pytest.mark.benchmark(group="kernel-greedy-merge")
+def test_greedy_merge_reference(benchmark, merge_scores):
+    from engine.encoding import greedy_merge
+
+    benchmark.pedantic(lambda: greedy_merge(merge_scores.cpu().numpy()), rounds=20, warmup_rounds=2)
+
+
+@pytest.mark.benchmark(group="kernel-greedy-merge")
+def test_greedy_merge_kernel(benchmark, merge_scores):
+    _skip_unless_compiled()
+    from engine.encoding import greedy_merge as reference
+    from kernels.encode import greedy_merge
+
+    groups = benchmark.pedantic(_synchronized(greedy_merge), args=(merge_scores,), rounds=20, warmup_rounds=2)
+    benchmark.extra_info["equal_to_reference"] = groups.tolist() == reference(merge_scores.cpu().numpy()).tolist()
