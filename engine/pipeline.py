@@ -1,9 +1,10 @@
 """One scene through DKNet, stage by stage (SPEC §0): backbone, encoding, decoding, post-processing.
 
 Each stage is one function here; ``infer_scene`` times them with the stage boundaries of the
-paper's Table S3, and the benchmarks call the same functions. This is the reference path: plain,
+paper's Table S3, and the benchmarks call the same functions. The reference path is plain,
 vectorized PyTorch (and NumPy for the sequential mining scan), against which every optimized
-backend is tested.
+backend is tested; ``use_triton`` swaps in the Triton kernels (``kernels``) for encoding after
+mining, decoding and post-processing.
 """
 
 from __future__ import annotations
