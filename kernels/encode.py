@@ -106,8 +106,8 @@ def _merge_kernel(descriptors_ptr, weights_ptr, biases_ptr, scores_ptr, count,
 
 @jit
 def _greedy_merge_kernel(pairs_ptr, num_pairs, groups_ptr, count, BLOCK_CANDIDATES: tl.constexpr):
-    """Grid (1,). pairs (num_pairs,) int64 flat indices i·P + j of the pairs scoring above the
-    threshold; groups (P,) int64 written: the smallest candidate of each one's component."""
+    """Grid (1,). pairs (num_pairs,) int64 flat indices i·P + j (i < j) of the pairs scoring above
+    the threshold; groups (P,) int64 written: the smallest candidate of each one's component."""
     slots = tl.arange(0, BLOCK_CANDIDATES)
     groups = slots.to(tl.int64)
     for k in range(num_pairs):
@@ -185,8 +185,9 @@ def merge_probabilities(model: DKNet, descriptors: torch.Tensor,
 def greedy_merge(merge_probs: torch.Tensor, threshold: float = encoding.MERGE_THRESHOLD) -> torch.Tensor:
     """``engine.encoding.greedy_merge`` on the device: group id of each candidate (P,) int64.
 
-    merge_probs (P, P) float32, P <= 256: the pairs above the threshold (the diagonal excluded)
-    are gathered on the device and joined by one single-program kernel (module docstring).
+    merge_probs (P, P) float32, P <= 256: the pairs above the threshold (each unordered pair once,
+    the diagonal excluded) are gathered on the device and joined by one single-program kernel
+    (module docstring); its sequential walk costs one step per such pair.
     """
     device = merge_probs.device
     require_triton(device)
@@ -196,9 +197,9 @@ def greedy_merge(merge_probs: torch.Tensor, threshold: float = encoding.MERGE_TH
     groups = torch.arange(count, device=device)
     if count < 2:
         return groups
-    scores = merge_probs.float().flatten().clone()
-    scores[:: count + 1] = 0  # the diagonal
-    pairs = torch.nonzero(scores > np.float32(threshold)).view(-1)
+    above = merge_probs.float() > np.float32(threshold)
+    # a pair joins its two candidates whichever of (i, j), (j, i) scores: walk each edge once, i < j
+    pairs = torch.nonzero(torch.triu(above | above.t(), diagonal=1).flatten()).view(-1)
     _greedy_merge_kernel[(1,)](pairs, pairs.numel(), groups, count, BLOCK_CANDIDATES=triton.next_power_of_2(count))
     return groups
 
