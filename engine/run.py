@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         device = resolve_device(args.device)
         model = load_model(device, args.checkpoint, args.random_weights, args.seed)
         exported = load_exported_backbone(args.backend, args.engine_file, device)
-        kernels = prepare_triton(device) if args.backend == "triton" else "PyTorch"
+        later_stages = prepare_triton(device) if args.backend == "triton" else "PyTorch"
     except UserError as exc:
         print_error(exc)
         return 1
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             failures += 1
             continue
         provider = exported.provider if exported is not None else f"sparse conv {model.provider}"
-        _print_report(console, name, stage_ms, notes, f"{provider}, later stages on {kernels}", device)
+        _print_report(console, name, stage_ms, notes, f"{provider}, later stages on {later_stages}", device)
         console.print(f"wrote {args.out / (name + '.txt')}, {name}_instances.ply, {name}.png", markup=False)
         if running is not None:
             try:
