@@ -55,17 +55,14 @@ def run_encoding(model: DKNet, backbone: BackboneResult, use_triton: bool = Fals
     obj_xyz = backbone.vox.xyz_m[obj]
     scan_heat, thres = encoding.heat_and_threshold(backbone.heat)
     cands = encoding.mine_candidates(obj_xyz.cpu().numpy(), points.labels[obj].cpu().numpy(), scan_heat, thres)
-    fg_channels = points.kernel_features.shape[1]
+    stages = encoding
     if use_triton:
-        from kernels import encode
-
-        descriptors = encode.describe_candidates(cands, points.kernel_features, obj_xyz, points.offsets[obj])
-        groups = encode.greedy_merge(encode.merge_probabilities(model, descriptors))
-        instances = encode.merge_instances(groups, cands, backbone.heat, descriptors[:, :fg_channels])
-    else:
-        descriptors = encoding.describe_candidates(cands, points.kernel_features, obj_xyz, points.offsets[obj])
-        group = encoding.greedy_merge(encoding.merge_probabilities(model, descriptors).cpu().numpy())
-        instances = encoding.merge_instances(group, cands, backbone.heat, descriptors[:, :fg_channels])
+        from kernels import encode as stages
+    descriptors = stages.describe_candidates(cands, points.kernel_features, obj_xyz, points.offsets[obj])
+    merge_probs = stages.merge_probabilities(model, descriptors)
+    group = stages.greedy_merge(merge_probs if use_triton else merge_probs.cpu().numpy())  # reference: host
+    fg_features = descriptors[:, : points.kernel_features.shape[1]]
+    instances = stages.merge_instances(group, cands, backbone.heat, fg_features)
     theta = model.weight_generator(instances.kernels)
     return EncodingResult(cands, instances, theta, obj[instances.centre_points])
 

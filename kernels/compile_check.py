@@ -26,6 +26,7 @@ from triton.compiler import ASTSource
 from kernels import assign, decode, encode, otsu
 
 DEFAULT_ARCHES = (80, 90)  # A100 / RTX 30xx class (sm_80, sm_86 runs sm_80 code), H100
+DECODER_CONSTEXPRS = {"HIDDEN": 16, "EMBED": 16, "INPUTS_PADDED": 32}
 
 
 @dataclass(frozen=True)
@@ -49,16 +50,12 @@ class Usage:
     shared_bytes: int
 
 
-def _decoder_constexprs() -> dict[str, object]:
-    return {"HIDDEN": 16, "EMBED": 16, "INPUTS_PADDED": 32}
-
-
 def cases() -> list[Case]:
     """Every specialization the launchers create for a 150-instance scene (the largest I)."""
     decoder = {"theta_ptr": "*fp32", "features_ptr": "*fp32", "xyz_ptr": "*fp32", "centres_ptr": "*fp32"}
     result = [Case(f"decode_histograms B={block}", decode._decode_histogram_kernel,
                    dict(decoder, hist_ptr="*i32", num_points="i32"),
-                   dict(_decoder_constexprs(), LEVELS=100, BINS=128, BLOCK_POINTS=block))
+                   dict(DECODER_CONSTEXPRS, LEVELS=100, BINS=128, BLOCK_POINTS=block))
               for block in (16, decode.MAX_BLOCK_POINTS)]
     result.append(Case("otsu_thresholds", otsu._otsu_kernel, {"hist_ptr": "*i64", "thresholds_ptr": "*fp32"},
                        {"LEVELS": 100, "BLOCK_LEVELS": 128}))
@@ -67,7 +64,7 @@ def cases() -> list[Case]:
                         num_points="i32", num_instances="i32")
     for subset, rescale, sums in ((False, False, True), (False, True, False), (True, True, False)):
         result.append(Case(f"best_instances subset={subset} rescale={rescale} sums={sums}", assign._assign_kernel,
-                           assign_types, dict(_decoder_constexprs(), BLOCK_POINTS=assign.BLOCK_POINTS,
+                           assign_types, dict(DECODER_CONSTEXPRS, BLOCK_POINTS=assign.BLOCK_POINTS,
                                               INSTANCES_PADDED=256, ZERO_STANDIN=1e-30, POINT_SUBSET=subset,
                                               RESCALE=rescale, COLUMN_SUMS=sums)))
     for dtype in ("fp32", "fp64"):
