@@ -169,6 +169,13 @@ def mine_candidates(
                       fg_owner, fg_points, bg_owner, bg_points)
 
 
+def mine_scene(xyz_m: torch.Tensor, labels: torch.Tensor, heat: torch.Tensor) -> Candidates:
+    """SPEC §4 for one scene: xyz_m (No, 3) float32, labels (No,) int and heat (No,) float32
+    softmax of the object points, on any device (the scan runs on the host)."""
+    scan_heat, thres = heat_and_threshold(heat)
+    return mine_candidates(xyz_m.cpu().numpy(), labels.cpu().numpy(), scan_heat, thres)
+
+
 def pooled_mean(features: torch.Tensor, owner: torch.Tensor, rows: torch.Tensor, count: int) -> torch.Tensor:
     """Mean of ``features[rows]`` per owner (count, C); an owner with no rows gets the mean of all."""
     sums = torch.zeros(count, features.shape[1], dtype=features.dtype, device=features.device)

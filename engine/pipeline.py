@@ -3,14 +3,15 @@
 Each stage is one function here; ``infer_scene`` times them with the stage boundaries of the
 paper's Table S3, and the benchmarks call the same functions. The reference path is plain,
 vectorized PyTorch (and NumPy for the sequential mining scan), against which every optimized
-backend is tested; ``use_triton`` swaps in the Triton kernels (``kernels``) for encoding after
-mining, decoding and post-processing.
+backend is tested; ``use_triton`` swaps in the Triton kernels (``kernels``) for encoding (mining
+included), decoding and post-processing.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -23,6 +24,9 @@ from engine.postprocess import MaskSource, PostResult, StoredMasks, postprocess_
 from engine.preprocess import Voxelized, voxelize
 from profiling.stage_timer import StageTimer
 
+if TYPE_CHECKING:
+    from kernels.mine import PaddedCandidates
+
 
 @dataclass
 class BackboneResult:
@@ -33,7 +37,7 @@ class BackboneResult:
 
 @dataclass
 class EncodingResult:
-    candidates: encoding.Candidates
+    candidates: encoding.Candidates | PaddedCandidates  # host lists (reference) or device rows (Triton)
     instances: encoding.Instances
     theta: torch.Tensor  # (I, 337) float32 dynamic-conv parameters
     centres: torch.Tensor  # (I,) int64 point index of each instance centre
@@ -50,14 +54,13 @@ def run_backbone(model: DKNet, xyz: np.ndarray, rgb: np.ndarray, device: torch.d
 
 def run_encoding(model: DKNet, backbone: BackboneResult, use_triton: bool = False) -> EncodingResult:
     """SPEC §4–7: candidate mining, description, merging, kernel generation. ``use_triton``:
-    description, merge scores and the greedy merge run as Triton kernels (``kernels.encode``)."""
+    mining, description, merge scores and the greedy merge run as Triton kernels (``kernels.encode``)."""
     points, obj = backbone.points, backbone.points.object_idx
     obj_xyz = backbone.vox.xyz_m[obj]
-    scan_heat, thres = encoding.heat_and_threshold(backbone.heat)
-    cands = encoding.mine_candidates(obj_xyz.cpu().numpy(), points.labels[obj].cpu().numpy(), scan_heat, thres)
     stages = encoding
     if use_triton:
         from kernels import encode as stages
+    cands = stages.mine_scene(obj_xyz, points.labels[obj], backbone.heat)
     descriptors = stages.describe_candidates(cands, points.kernel_features, obj_xyz, points.offsets[obj])
     merge_probs = stages.merge_probabilities(model, descriptors)
     group = stages.greedy_merge(merge_probs if use_triton else merge_probs.cpu().numpy())  # reference: host
@@ -139,7 +142,7 @@ def infer_scene(model: DKNet, xyz: np.ndarray, rgb: np.ndarray, superpoints: np.
         semantic_scores=backbone.points.semantic_scores.cpu().numpy(),
         offsets=backbone.points.offsets.cpu().numpy(),
         heatmap=heatmap.cpu().numpy(),
-        candidates=obj.cpu().numpy()[encoded.candidates.points],
+        candidates=obj[torch.as_tensor(encoded.candidates.points, device=obj.device)].cpu().numpy(),
         instance_centers=encoded.centres.cpu().numpy(),
         thresholds=post.thresholds.cpu().numpy(),
         pred_masks=post.masks.cpu().numpy(),

@@ -40,6 +40,12 @@ except ImportError:  # the torch references work without triton; launchers check
         return fn
 
 TRITON_IMPORTED = triton is not None
+
+
+def constexpr(value: int | float) -> object:
+    """A module-level constant that kernels may read: Triton lets jit code read only globals that
+    are ``tl.constexpr`` instances (plain ``value`` when triton is absent)."""
+    return tl.constexpr(value) if TRITON_IMPORTED else value
 INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
@@ -62,4 +68,4 @@ def require_triton(device: torch.device | str) -> None:
                            f"mode={mode}; compiled kernels need CUDA tensors, the interpreter CPU tensors")
 
 
-__all__ = ["INTERPRETER", "TRITON_IMPORTED", "jit", "require_triton", "tl", "triton", "triton_available"]
+__all__ = ["INTERPRETER", "TRITON_IMPORTED", "constexpr", "jit", "require_triton", "tl", "triton", "triton_available"]

