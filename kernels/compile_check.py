@@ -16,14 +16,14 @@ import re
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from kernels import assign, decode, encode, otsu
+from kernels import assign, decode, encode, mine, otsu
 
 DEFAULT_ARCHES = (80, 90)  # A100 / RTX 30xx class (sm_80, sm_86 runs sm_80 code), H100
 DECODER_CONSTEXPRS = {"HIDDEN": 16, "EMBED": 16, "INPUTS_PADDED": 32}
@@ -31,12 +31,14 @@ DECODER_CONSTEXPRS = {"HIDDEN": 16, "EMBED": 16, "INPUTS_PADDED": 32}
 
 @dataclass(frozen=True)
 class Case:
-    """One kernel specialization: argument types (``*fp32``, ``i32``…) and constexpr values."""
+    """One kernel specialization: argument types (``*fp32``, ``i32``…), constexpr values and the
+    compile options its launcher passes (e.g. ``enable_fp_fusion``)."""
 
     name: str
     kernel: object
     types: dict[str, str]
     constexprs: dict[str, object]
+    options: dict[str, object] = field(default_factory=dict)
 
     def source(self) -> ASTSource:
         signature = dict(self.types, **{key: "constexpr" for key in self.constexprs})
@@ -48,6 +50,7 @@ class Usage:
     registers: int
     local_bytes: int  # spills
     shared_bytes: int
+    fused_multiply_adds: int  # fma.rn.f32 in the PTX: contractions, absent where fusion is off
 
 
 def cases() -> list[Case]:
@@ -72,12 +75,14 @@ def cases() -> list[Case]:
                            {"values_ptr": f"*{dtype}", "assignment_ptr": "*i64", "partial_ptr": f"*{dtype}",
                             "num_points": "i32"},
                            {"BLOCK_POINTS": assign.SUM_TILE_ELEMENTS // 256, "INSTANCES_PADDED": 256}))
+    result.extend(mine.compile_cases(Case))
     result.extend(encode.compile_cases(Case))
     return result
 
 
-def resource_usage(cubin: bytes) -> Usage:
-    """Registers, local and shared bytes of the one function in ``cubin`` (cuobjdump -res-usage)."""
+def resource_usage(cubin: bytes, ptx: str) -> Usage:
+    """Registers, local and shared bytes of the one function in ``cubin`` (cuobjdump -res-usage),
+    float32 FMAs in its ``ptx``."""
     tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     with tempfile.NamedTemporaryFile(suffix=".cubin") as file:
         file.write(cubin)
@@ -88,12 +93,12 @@ def resource_usage(cubin: bytes) -> Usage:
     def field(name: str) -> int:
         return int(re.search(rf"\b{name}:(\d+)", text).group(1))
 
-    return Usage(field("REG"), field("LOCAL"), field("SHARED"))
+    return Usage(field("REG"), field("LOCAL"), field("SHARED"), ptx.count("fma.rn.f32"))
 
 
 def compile_case(case: Case, arch: int) -> Usage:
-    compiled = triton.compile(case.source(), target=GPUTarget("cuda", arch, 32))
-    return resource_usage(compiled.asm["cubin"])
+    compiled = triton.compile(case.source(), target=GPUTarget("cuda", arch, 32), options=case.options)
+    return resource_usage(compiled.asm["cubin"], compiled.asm["ptx"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,12 +110,13 @@ def main(argv: list[str] | None = None) -> int:
         print("error: unset TRITON_INTERPRET: interpreted kernels cannot be compiled", file=sys.stderr)
         return 1
     spilled = 0
-    print(f"{'kernel':58} {'arch':>5} {'regs':>5} {'local B':>8} {'shared B':>9}")
+    print(f"{'kernel':58} {'arch':>5} {'regs':>5} {'local B':>8} {'shared B':>9} {'FMAs':>5}")
     for case in cases():
         for arch in args.arch:
             usage = compile_case(case, arch)
             spilled += usage.local_bytes > 0
-            print(f"{case.name:58} sm_{arch:<3} {usage.registers:5d} {usage.local_bytes:8d} {usage.shared_bytes:9d}")
+            print(f"{case.name:58} sm_{arch:<3} {usage.registers:5d} {usage.local_bytes:8d} {usage.shared_bytes:9d} "
+                  f"{usage.fused_multiply_adds:5d}")
     print(f"{spilled} specialization(s) spill registers to local memory")
     return 0
 

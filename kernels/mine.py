@@ -36,13 +36,12 @@ from engine import encoding
 from kernels._triton import constexpr, jit, require_triton, tl
 
 BLOCK = 512  # points per step of every pass
-NUM_WARPS = 4
+LAUNCH_OPTIONS = {"num_warps": 4, "enable_fp_fusion": False}  # no contraction: d² rounds as the reference's
 COLUMNS = 16  # lanes for the 9 (x, y) columns of cells around q
 NO_INDEX = 2 ** 31 - 1  # above every object-point index: row padding, "no threshold"
 _NO_INDEX = constexpr(NO_INDEX)
 _REACH_MARGIN = constexpr(1e-3)  # cell units: slack on the cells a ball can reach, far above rounding
-DIGIT_BITS_SMALL = 11  # two 11-bit digits: object-point indices < 2^22
-DIGIT_BITS_LARGE = 16
+DIGIT_BITS = 11  # radix digits of the cap selection: 2048-bin histograms
 
 
 @dataclass
@@ -157,29 +156,31 @@ def _select_neighbours(cell_starts_ptr, ids_ptr, x_ptr, y_ptr, z_ptr, labels_ptr
 
 
 @jit
-def _cap_threshold(scratch_ptr, count, cap, BLOCK: tl.constexpr, DIGIT_BITS: tl.constexpr):
+def _cap_threshold(scratch_ptr, count, cap, BLOCK: tl.constexpr, DIGIT_BITS: tl.constexpr, DIGITS: tl.constexpr):
     """The cap-th smallest of the distinct non-negative indices scratch[0:count] (int32, below
-    2^(2·DIGIT_BITS)) when count > cap, else NO_INDEX: the entries <= it are the first ``cap``."""
+    2^(DIGITS·DIGIT_BITS)) when count > cap, else NO_INDEX: the entries <= it are the first ``cap``.
+    Radix select, most significant digit first: a histogram of the digit among the entries that
+    match the digits chosen so far, and the first digit value whose cumulative count reaches cap."""
     threshold = count * 0 + _NO_INDEX
     if count > cap:
         bins = tl.arange(0, 1 << DIGIT_BITS)
-        high = tl.zeros((1 << DIGIT_BITS,), tl.int32)
-        for first in range(0, count, BLOCK):
-            slots = first + tl.arange(0, BLOCK)
-            valid = slots < count
-            entries = tl.load(scratch_ptr + slots, mask=valid, other=0)
-            high += tl.histogram(entries >> DIGIT_BITS, 1 << DIGIT_BITS, mask=valid)
-        high_digit = tl.min(tl.where(tl.cumsum(high, axis=0) >= cap, bins, 1 << DIGIT_BITS), axis=0)
-        below = tl.sum(tl.where(bins < high_digit, high, 0), axis=0)
-        low = tl.zeros((1 << DIGIT_BITS,), tl.int32)
-        for first in range(0, count, BLOCK):
-            slots = first + tl.arange(0, BLOCK)
-            valid = slots < count
-            entries = tl.load(scratch_ptr + slots, mask=valid, other=0)
-            in_digit = valid & ((entries >> DIGIT_BITS) == high_digit)
-            low += tl.histogram(entries & ((1 << DIGIT_BITS) - 1), 1 << DIGIT_BITS, mask=in_digit)
-        low_digit = tl.min(tl.where(below + tl.cumsum(low, axis=0) >= cap, bins, 1 << DIGIT_BITS), axis=0)
-        threshold = (high_digit << DIGIT_BITS) | low_digit
+        prefix = count * 0  # the digits chosen so far
+        below = count * 0  # entries whose digits so far are smaller than prefix's
+        for digit_index in tl.static_range(DIGITS):
+            shift = (DIGITS - 1 - digit_index) * DIGIT_BITS
+            histogram = tl.zeros((1 << DIGIT_BITS,), tl.int32)
+            for first in range(0, count, BLOCK):
+                slots = first + tl.arange(0, BLOCK)
+                matching = slots < count
+                entries = tl.load(scratch_ptr + slots, mask=matching, other=0)
+                if digit_index > 0:
+                    matching = matching & ((entries >> (shift + DIGIT_BITS)) == prefix)
+                histogram += tl.histogram((entries >> shift) & ((1 << DIGIT_BITS) - 1), 1 << DIGIT_BITS,
+                                          mask=matching)
+            digit = tl.min(tl.where(below + tl.cumsum(histogram, axis=0) >= cap, bins, 1 << DIGIT_BITS), axis=0)
+            below += tl.sum(tl.where(bins < digit, histogram, 0), axis=0)
+            prefix = (prefix << DIGIT_BITS) | digit
+        threshold = prefix
     return threshold
 
 
@@ -207,7 +208,7 @@ def _mine_kernel(order_ptr, visit_heat_ptr, heat_ptr, thres_ptr, point_keys_ptr,
                  points_ptr, fg_rows_ptr, fg_counts_ptr, bg_rows_ptr, bg_counts_ptr, accepted_ptr,
                  num_points, dim_y, dim_z, radius2, radius2_bg, reach, reach_bg, local_thres,
                  max_candidates, max_fg, max_bg,
-                 COLUMNS: tl.constexpr, BLOCK: tl.constexpr, DIGIT_BITS: tl.constexpr):
+                 COLUMNS: tl.constexpr, BLOCK: tl.constexpr, DIGIT_BITS: tl.constexpr, DIGITS: tl.constexpr):
     """Grid (1,). By visit position: order (No,) int32 object-point index, visit_heat (No,) float32.
     By object point: heat (No,) float32, point_keys (No,) int32 cell key, cells (No, 3) float32
     position in cell units, point_xyz (No, 3) float32, point_labels (No,) int32. Sorted by cell:
@@ -241,7 +242,7 @@ def _mine_kernel(order_ptr, visit_heat_ptr, heat_ptr, thres_ptr, point_keys_ptr,
                                           visited_ptr, fg_scratch_ptr, key_q, cells_ptr + 3 * q, dim_y, dim_z,
                                           reach, x_q, y_q, z_q, label_q, radius2, True, True, COLUMNS, BLOCK)
             tl.debug_barrier()
-            fg_threshold = _cap_threshold(fg_scratch_ptr, fg_found, max_fg, BLOCK, DIGIT_BITS)
+            fg_threshold = _cap_threshold(fg_scratch_ptr, fg_found, max_fg, BLOCK, DIGIT_BITS, DIGITS)
             fg_kept, fg_max_heat = _keep_first(fg_scratch_ptr, fg_found, fg_threshold,
                                                fg_rows_ptr + accepted * max_fg, heat_ptr, BLOCK)
             heat_q = tl.load(heat_ptr + q)
@@ -251,7 +252,7 @@ def _mine_kernel(order_ptr, visit_heat_ptr, heat_ptr, thres_ptr, point_keys_ptr,
                                               reach_bg, x_q, y_q, z_q, label_q, radius2_bg, False, False,
                                               COLUMNS, BLOCK)
                 tl.debug_barrier()
-                bg_threshold = _cap_threshold(bg_scratch_ptr, bg_found, max_bg, BLOCK, DIGIT_BITS)
+                bg_threshold = _cap_threshold(bg_scratch_ptr, bg_found, max_bg, BLOCK, DIGIT_BITS, DIGITS)
                 bg_kept, _ = _keep_first(bg_scratch_ptr, bg_found, bg_threshold,
                                          bg_rows_ptr + accepted * max_bg, heat_ptr, BLOCK)
                 tl.store(points_ptr + accepted, q)
@@ -337,8 +338,8 @@ def mine_candidates(xyz_m: torch.Tensor, labels: torch.Tensor, heat: torch.Tenso
             points, rows_fg, counts_fg, rows_bg, counts_bg, accepted,
             num, grid.dims[1], grid.dims[2], float(radius2), float(np.float32(4) * radius2),
             radius / grid.cell_m, 2 * radius / grid.cell_m, local_thres, max_candidates, max_fg, max_bg,
-            COLUMNS=COLUMNS, BLOCK=BLOCK, DIGIT_BITS=DIGIT_BITS_SMALL if num <= 1 << 22 else DIGIT_BITS_LARGE,
-            num_warps=NUM_WARPS, enable_fp_fusion=False)
+            COLUMNS=COLUMNS, BLOCK=BLOCK, DIGIT_BITS=DIGIT_BITS, DIGITS=radix_digits(num),
+            **LAUNCH_OPTIONS)
     count = int(accepted.item())
 
     def ascending(rows: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
@@ -349,3 +350,23 @@ def mine_candidates(xyz_m: torch.Tensor, labels: torch.Tensor, heat: torch.Tenso
     counts_fg, counts_bg = counts_fg[:count].long(), counts_bg[:count].long()
     return PaddedCandidates(points[:count].long(), counts_fg.clone(), ascending(rows_fg[:count], counts_fg),
                             counts_fg, ascending(rows_bg[:count], counts_bg), counts_bg)
+
+
+def radix_digits(num_points: int) -> int:
+    """Digits of the cap selection: two cover indices below 2^22 (4M object points), three all int32."""
+    return 2 if num_points <= 1 << (2 * DIGIT_BITS) else 3
+
+
+def compile_cases(case: type) -> list:
+    """``kernels.compile_check`` specializations of the mining kernel (``case`` is its Case)."""
+    types = dict.fromkeys(("order_ptr", "point_keys_ptr", "cell_starts_ptr", "ids_ptr", "labels_ptr", "rank_ptr",
+                           "point_labels_ptr", "fg_scratch_ptr", "bg_scratch_ptr", "points_ptr", "fg_rows_ptr",
+                           "fg_counts_ptr", "bg_rows_ptr", "bg_counts_ptr", "accepted_ptr"), "*i32")
+    types.update(dict.fromkeys(("visit_heat_ptr", "heat_ptr", "thres_ptr", "cells_ptr", "x_ptr", "y_ptr", "z_ptr",
+                                "point_xyz_ptr"), "*fp32"))
+    types.update(visited_ptr="*i8", **dict.fromkeys(("num_points", "dim_y", "dim_z", "max_candidates", "max_fg",
+                                                     "max_bg"), "i32"))
+    types.update(dict.fromkeys(("radius2", "radius2_bg", "reach", "reach_bg", "local_thres"), "fp32"))
+    return [case(f"mine_candidates DIGITS={digits}", _mine_kernel, types,
+                 {"COLUMNS": COLUMNS, "BLOCK": BLOCK, "DIGIT_BITS": DIGIT_BITS, "DIGITS": digits}, LAUNCH_OPTIONS)
+            for digits in (2, 3)]

@@ -51,6 +51,14 @@ def test_uniform_scenes_match_reference(num, levels, max_candidates):
         assert want.points.size == max_candidates  # the candidate limit ends the scan
 
 
+@pytest.fixture(params=[2, 3], ids=["2 digits", "3 digits"])
+def radix_digits(request, monkeypatch):
+    """The cap selection with two radix digits (scenes under 2^22 object points) and with three
+    (larger ones; the same indices, a leading zero digit)."""
+    monkeypatch.setattr(mine, "radix_digits", lambda num_points: request.param)
+
+
+@pytest.mark.usefixtures("radix_digits")
 def test_dense_cluster_hits_both_caps_of_2000():
     """~7000 points in a 0.4 m cube: lists over 2000 keep their 2000 smallest indices [fix]."""
     rng = np.random.default_rng(7)
@@ -74,6 +82,7 @@ def test_small_caps_can_drop_the_candidate_from_its_own_foreground():
     assert list_lengths(want.fg_owner, want.points.size).max() == 50
 
 
+@pytest.mark.usefixtures("radix_digits")
 def test_cap_boundary_at_the_end_of_a_radix_bin():
     """The 10th smallest foreground index is 9, the last of the first high-digit bin (indices
     < 2^11): exactly the 10 points 0..9 are kept, not the first entry of the next bin."""
