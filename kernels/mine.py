@@ -185,9 +185,9 @@ def _cap_threshold(scratch_ptr, count, cap, BLOCK: tl.constexpr, DIGIT_BITS: tl.
 
 
 @jit
-def _keep_first(scratch_ptr, count, threshold, row_ptr, heat_ptr, BLOCK: tl.constexpr):
-    """Copies the entries <= threshold of scratch[0:count] to row; returns (copied int32, their max
-    heat float32, 0 if none)."""
+def _keep_first(scratch_ptr, count, threshold, row_ptr, width, heat_ptr, BLOCK: tl.constexpr):
+    """Copies the entries <= threshold of scratch[0:count] to row (width,) (never past its end);
+    returns (copied int32, their max heat float32, 0 if none)."""
     kept = count * 0
     max_heat = tl.sum(tl.zeros((BLOCK,), tl.float32), axis=0)
     for first in range(0, count, BLOCK):
@@ -195,7 +195,8 @@ def _keep_first(scratch_ptr, count, threshold, row_ptr, heat_ptr, BLOCK: tl.cons
         entries = tl.load(scratch_ptr + slots, mask=slots < count, other=0)
         keep = (slots < count) & (entries <= threshold)
         keep_i32 = keep.to(tl.int32)
-        tl.store(row_ptr + kept + tl.cumsum(keep_i32, axis=0) - 1, entries, mask=keep)
+        row_slots = kept + tl.cumsum(keep_i32, axis=0) - 1
+        tl.store(row_ptr + row_slots, entries, mask=keep & (row_slots < width))
         max_heat = tl.maximum(max_heat, tl.max(tl.load(heat_ptr + entries, mask=keep, other=0.0), axis=0))
         kept += tl.sum(keep_i32, axis=0)
     return kept, max_heat
@@ -244,7 +245,7 @@ def _mine_kernel(order_ptr, visit_heat_ptr, heat_ptr, thres_ptr, point_keys_ptr,
             tl.debug_barrier()
             fg_threshold = _cap_threshold(fg_scratch_ptr, fg_found, max_fg, BLOCK, DIGIT_BITS, DIGITS)
             fg_kept, fg_max_heat = _keep_first(fg_scratch_ptr, fg_found, fg_threshold,
-                                               fg_rows_ptr + accepted * max_fg, heat_ptr, BLOCK)
+                                               fg_rows_ptr + accepted * max_fg, max_fg, heat_ptr, BLOCK)
             heat_q = tl.load(heat_ptr + q)
             if tl.math.div_rn(heat_q, tl.maximum(heat_q, fg_max_heat)) >= local_thres:
                 bg_found = _select_neighbours(cell_starts_ptr, ids_ptr, x_ptr, y_ptr, z_ptr, labels_ptr, rank_ptr,
@@ -254,7 +255,7 @@ def _mine_kernel(order_ptr, visit_heat_ptr, heat_ptr, thres_ptr, point_keys_ptr,
                 tl.debug_barrier()
                 bg_threshold = _cap_threshold(bg_scratch_ptr, bg_found, max_bg, BLOCK, DIGIT_BITS, DIGITS)
                 bg_kept, _ = _keep_first(bg_scratch_ptr, bg_found, bg_threshold,
-                                         bg_rows_ptr + accepted * max_bg, heat_ptr, BLOCK)
+                                         bg_rows_ptr + accepted * max_bg, max_bg, heat_ptr, BLOCK)
                 tl.store(points_ptr + accepted, q)
                 tl.store(fg_counts_ptr + accepted, fg_kept)
                 tl.store(bg_counts_ptr + accepted, bg_kept)
