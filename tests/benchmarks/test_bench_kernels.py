@@ -259,3 +259,48 @@ def test_greedy_merge_kernel(benchmark, merge_scores):
 
     groups = benchmark.pedantic(_synchronized(greedy_merge), args=(merge_scores,), rounds=20, warmup_rounds=2)
     benchmark.extra_info["equal_to_reference"] = groups.tolist() == reference(merge_scores.cpu().numpy()).tolist()
+
+
+@pytest.fixture(scope="module")
+def mining_inputs():
+    """The object points of a 150k-point synthetic room (not walls, floor or unannotated): xyz_m
+    (No, 3) float32, labels (No,) int64 NYU40 ids, and a heat (No,) float32 softmax peaked at each
+    instance's centroid, as DKNet's heatmap is, on DEVICE."""
+    import numpy as np
+
+    from engine.synthetic import generate_scene
+
+    scene = generate_scene(150_000, seed=0)
+    objects = ~np.isin(scene.nyu40, (0, 1, 2))
+    xyz = scene.vertices_m[objects]
+    instance = scene.instance_ids[objects]
+    centroids = np.zeros((instance.max() + 1, 3))
+    np.add.at(centroids, instance, xyz)
+    centroids /= np.maximum(np.bincount(instance, minlength=centroids.shape[0]), 1)[:, None]
+    logits = -4.0 * np.linalg.norm(xyz - centroids[instance], axis=1)
+    heat = torch.softmax(torch.from_numpy(logits).float(), dim=0)
+    return (torch.from_numpy(xyz).to(DEVICE), torch.from_numpy(scene.nyu40[objects].astype(np.int64)).to(DEVICE),
+            heat.to(DEVICE))
+
+
+@pytest.mark.benchmark(group="kernel-mining")
+def test_mining_reference(benchmark, mining_inputs):
+    from engine.encoding import mine_scene
+
+    cands = benchmark.pedantic(_synchronized(mine_scene), args=mining_inputs, rounds=5, warmup_rounds=1)
+    benchmark.extra_info["object_points"] = int(mining_inputs[0].shape[0])
+    benchmark.extra_info["candidates"] = int(cands.points.size)
+
+
+@pytest.mark.benchmark(group="kernel-mining")
+def test_mining_kernel(benchmark, mining_inputs):
+    _skip_unless_compiled()
+    import numpy as np
+
+    from engine.encoding import mine_scene as reference
+    from kernels.encode import mine_scene
+
+    got = benchmark.pedantic(_synchronized(mine_scene), args=mining_inputs, rounds=20, warmup_rounds=2).to_host()
+    want = reference(*mining_inputs)
+    benchmark.extra_info["identical"] = all(np.array_equal(getattr(got, f), getattr(want, f)) for f in
+                                            ("points", "sizes", "fg_owner", "fg_points", "bg_owner", "bg_points"))

@@ -1,7 +1,7 @@
 """``--backend triton`` against the reference backend on whole scenes, in Triton's interpreter.
 
-Same model, same scene: the backbone and encoding are shared, so candidates and instance centres
-must be identical. Decoding and post-processing use recomputed masks that differ from the
+Same model, same scene: the backbone is shared and mining is exact (test_mine.py), so candidates
+and instance centres must be identical. Decoding and post-processing use recomputed masks that differ from the
 reference's by float32 rounding (see test_assign.py): thresholds may move by one Otsu level
 (0.01); on these seeded scenes none does, and the masks and labels come out identical, scores
 within 1e-5.
