@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="auto: cuda when available, else cpu")
     parser.add_argument("--backend", choices=BACKENDS, default="reference",
                         help="reference: plain PyTorch with spconv; triton: the reference backbone, then "
-                        "Triton kernels for decoding and post-processing (CUDA; on CPU Triton's slow "
+                        "Triton kernels for encoding, decoding and post-processing (CUDA; on CPU Triton's slow "
                         "interpreter); onnxruntime / tensorrt: an exported backbone (--engine-file) with the "
                         "engine's own later stages")
     parser.add_argument("--engine-file", type=Path, metavar="PATH",

@@ -3,14 +3,14 @@
 The scan is sequential by definition (a visit's marks decide which point is visited next), so it
 runs as one program that loops over the visit order until K candidates are accepted or the heat
 falls below the threshold: no launch, no host round trip, per visit. Each visit touches only the
-grid cells (edge just over 2R) that the ball around the visited point q can reach, found by binary
-search in the cell-sorted points:
+grid cells (edge just over 2R) that the ball around the visited point q can reach, located in the
+cell-sorted points through a dense table of where each cell starts (``CellGrid``):
 
 1. marking pass (radius R): every point with ``d² < R²`` is marked visited (flags by visit
    position, in global memory); those of q's label go to a scratch list (the foreground);
 2. the foreground keeps its ``max_fg`` smallest point indices **[fix]**: when the list is longer,
-   a two-level radix select (histograms of the high, then the low half of the index bits) finds the
-   ``max_fg``-th smallest index, in three passes over the list, whatever its length;
+   a radix select over 11-bit digits of the indices (two digits below 4M object points, three
+   beyond; one histogram pass over the list per digit) finds the ``max_fg``-th smallest index;
 3. the kept foreground is written to the candidate's row while its maximum heat is taken, and the
    local-maximum test decides;
 4. only for an accepted q: the background pass (radius 2R, other labels) and its selection.
