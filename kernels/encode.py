@@ -152,8 +152,9 @@ def fold_merge_mlp(model: DKNet) -> tuple[torch.Tensor, torch.Tensor]:
     """The merge MLP with BatchNorm folded into its convs (in float64, then float32), zero-padded:
     weights (4, 64, 64) (out, in) and biases (4, 64), on the model's device."""
     tower = model.merge_branch
-    weights = torch.zeros(MERGE_HIDDEN_LAYERS + 1, MERGE_PADDED, MERGE_PADDED, dtype=torch.float64)
-    biases = torch.zeros(MERGE_HIDDEN_LAYERS + 1, MERGE_PADDED, dtype=torch.float64)
+    device = tower[MERGE_HIDDEN_LAYERS].weight.device  # folded where the weights are: no host copies
+    weights = torch.zeros(MERGE_HIDDEN_LAYERS + 1, MERGE_PADDED, MERGE_PADDED, dtype=torch.float64, device=device)
+    biases = torch.zeros(MERGE_HIDDEN_LAYERS + 1, MERGE_PADDED, dtype=torch.float64, device=device)
     for layer in range(MERGE_HIDDEN_LAYERS):
         conv, bn, _ = tower[layer]
         scale, shift = batchnorm_affine(bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.eps)
@@ -162,8 +163,7 @@ def fold_merge_mlp(model: DKNet) -> tuple[torch.Tensor, torch.Tensor]:
     out = tower[MERGE_HIDDEN_LAYERS]
     weights[MERGE_HIDDEN_LAYERS, 0, :DESCRIPTOR] = out.weight[0, :, 0].double()
     biases[MERGE_HIDDEN_LAYERS, 0] = out.bias[0].double()
-    device = out.weight.device
-    return weights.float().to(device), biases.float().to(device)
+    return weights.float(), biases.float()
 
 
 def merge_probabilities(model: DKNet, descriptors: torch.Tensor,
