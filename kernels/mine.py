@@ -310,7 +310,8 @@ def mine_candidates(xyz_m: torch.Tensor, labels: torch.Tensor, heat: torch.Tenso
     """``engine.encoding.mine_candidates`` in one launch: the same candidates, sizes and lists.
 
     xyz_m (No, 3) float32, labels (No,) int, heat (No,) float32 and thres (1,) float32 as returned
-    by ``scan_heat``, all on one device. One host sync: the number of accepted candidates.
+    by ``scan_heat``, all on one device. Two host syncs per scene: the scene's extent (to size the
+    cell table) and the number of accepted candidates.
     """
     device = xyz_m.device
     require_triton(device)
