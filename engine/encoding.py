@@ -36,17 +36,24 @@ class Candidates:
     bg_points: np.ndarray  # (Sb,) int64
 
 
-def heat_and_threshold(heat: torch.Tensor, thres: float = HEAT_THRESHOLD) -> tuple[np.ndarray, np.float32]:
-    """The official op's rescaling quirk (SPEC §4.1): tiny heat values are scaled up to 1e-6.
+def scan_heat(heat: torch.Tensor, thres: float = HEAT_THRESHOLD) -> tuple[torch.Tensor, torch.Tensor]:
+    """The official op's rescaling quirk (SPEC §4.1): when the smallest heat is below 1e-6 and not
+    0, the heat and the stop threshold are scaled by 1e-6 / min; the threshold is then at least 1e-6.
 
-    heat (No,) float32 softmax. Returns the heat as the scan sees it and the float32 stop threshold.
+    heat (No,) float32 softmax, on any device. Returns the heat as the scan sees it (No,) float32
+    and the stop threshold (1,) float32, on the same device, without a host sync.
     """
-    heat_min = heat.min() if heat.numel() else torch.tensor(0.0)
-    if heat_min < 1e-6 and heat_min != 0:
-        scale = 1e-6 / heat_min
-        thres = float(thres * scale)
-        heat = heat * scale
-    return heat.cpu().numpy(), np.float32(max(1e-6, thres))
+    heat_min = heat.min() if heat.numel() else torch.zeros((), device=heat.device)
+    rescale = (heat_min < 1e-6) & (heat_min != 0)
+    scale = torch.where(rescale, 1e-6 / heat_min, torch.ones_like(heat_min))
+    thres_scaled = torch.where(rescale, thres * scale, torch.full_like(heat_min, thres))
+    return heat * scale, torch.clamp(thres_scaled, min=np.float32(1e-6)).reshape(1)
+
+
+def heat_and_threshold(heat: torch.Tensor, thres: float = HEAT_THRESHOLD) -> tuple[np.ndarray, np.float32]:
+    """``scan_heat`` for the host scan: the heat (No,) float32 numpy, the threshold np.float32."""
+    scan, stop = scan_heat(heat, thres)
+    return scan.cpu().numpy(), np.float32(stop.item())
 
 
 def _stable_argsort(keys: np.ndarray) -> np.ndarray:
@@ -172,8 +179,8 @@ def mine_candidates(
 def mine_scene(xyz_m: torch.Tensor, labels: torch.Tensor, heat: torch.Tensor) -> Candidates:
     """SPEC §4 for one scene: xyz_m (No, 3) float32, labels (No,) int and heat (No,) float32
     softmax of the object points, on any device (the scan runs on the host)."""
-    scan_heat, thres = heat_and_threshold(heat)
-    return mine_candidates(xyz_m.cpu().numpy(), labels.cpu().numpy(), scan_heat, thres)
+    heat_scan, thres = heat_and_threshold(heat)
+    return mine_candidates(xyz_m.cpu().numpy(), labels.cpu().numpy(), heat_scan, thres)
 
 
 def pooled_mean(features: torch.Tensor, owner: torch.Tensor, rows: torch.Tensor, count: int) -> torch.Tensor:

@@ -124,7 +124,7 @@ def _greedy_merge_kernel(pairs_ptr, num_pairs, groups_ptr, count, BLOCK_CANDIDAT
 def mine_scene(xyz_m: torch.Tensor, labels: torch.Tensor, heat: torch.Tensor) -> PaddedCandidates:
     """``engine.encoding.mine_scene`` on the device (``kernels.mine``): xyz_m (No, 3) float32,
     labels (No,) int and heat (No,) float32 softmax of the object points."""
-    scan, thres = mine.scan_heat(heat)
+    scan, thres = encoding.scan_heat(heat)
     return mine.mine_candidates(xyz_m, labels, scan, thres)
 
 

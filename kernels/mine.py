@@ -293,16 +293,6 @@ class CellGrid:
         return [math.floor(e / self.cell_m) + 4 for e in extent_m]
 
 
-def scan_heat(heat: torch.Tensor, thres: float = encoding.HEAT_THRESHOLD) -> tuple[torch.Tensor, torch.Tensor]:
-    """``engine.encoding.heat_and_threshold`` on the device, without a host sync: heat (No,)
-    float32 softmax → (the heat the scan sees (No,) float32, the stop threshold (1,) float32)."""
-    heat_min = heat.min() if heat.numel() else torch.zeros((), device=heat.device)
-    rescale = (heat_min < 1e-6) & (heat_min != 0)
-    scale = torch.where(rescale, 1e-6 / heat_min, torch.ones_like(heat_min))
-    thres_scaled = torch.where(rescale, thres * scale, torch.full_like(heat_min, thres))
-    return heat * scale, torch.clamp(thres_scaled, min=np.float32(1e-6)).reshape(1)
-
-
 def mine_candidates(xyz_m: torch.Tensor, labels: torch.Tensor, heat: torch.Tensor, thres: torch.Tensor,
                     radius: float = encoding.RADIUS_M, local_thres: float = encoding.LOCAL_THRESHOLD,
                     max_candidates: int = encoding.MAX_CANDIDATES, max_fg: int = encoding.MAX_FOREGROUND,
@@ -310,8 +300,8 @@ def mine_candidates(xyz_m: torch.Tensor, labels: torch.Tensor, heat: torch.Tenso
     """``engine.encoding.mine_candidates`` in one launch: the same candidates, sizes and lists.
 
     xyz_m (No, 3) float32, labels (No,) int, heat (No,) float32 and thres (1,) float32 as returned
-    by ``scan_heat``, all on one device. Two host syncs per scene: the scene's extent (to size the
-    cell table) and the number of accepted candidates.
+    by ``engine.encoding.scan_heat``, all on one device. Two host syncs per scene: the scene's
+    extent (to size the cell table) and the number of accepted candidates.
     """
     device = xyz_m.device
     require_triton(device)

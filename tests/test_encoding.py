@@ -93,6 +93,9 @@ def test_heat_rescaling_quirk():
     assert scaled[1] == pytest.approx(0.5 * 1e-6 / 1e-8, rel=1e-6)
     unscaled, _ = encoding.heat_and_threshold(torch.tensor([0.0, 1.0]))
     assert unscaled.tolist() == [0.0, 1.0]  # a zero minimum is left alone
+    _, scaled_thres = encoding.heat_and_threshold(heat, thres=1e-7)
+    assert scaled_thres == np.float32(np.float32(1e-7) * (np.float32(1e-6) / np.float32(1e-8)))
+    assert encoding.heat_and_threshold(torch.zeros(0))[1] == np.float32(1e-6)
 
 
 def test_greedy_merge_chains_pairs():
