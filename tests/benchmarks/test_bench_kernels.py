@@ -263,24 +263,11 @@ def test_greedy_merge_kernel(benchmark, merge_scores):
 
 @pytest.fixture(scope="module")
 def mining_inputs():
-    """The object points of a 150k-point synthetic room (not walls, floor or unannotated): xyz_m
-    (No, 3) float32, labels (No,) int64 NYU40 ids, and a heat (No,) float32 softmax peaked at each
-    instance's centroid, as DKNet's heatmap is, on DEVICE."""
-    import numpy as np
+    """The object points of a 150k-point synthetic room with a heatmap peaked at each object's
+    centroid (``tests.mining_scenes``): xyz_m, labels, heat on DEVICE."""
+    from tests.mining_scenes import room_object_points
 
-    from engine.synthetic import generate_scene
-
-    scene = generate_scene(150_000, seed=0)
-    objects = ~np.isin(scene.nyu40, (0, 1, 2))
-    xyz = scene.vertices_m[objects]
-    instance = scene.instance_ids[objects]
-    centroids = np.zeros((instance.max() + 1, 3))
-    np.add.at(centroids, instance, xyz)
-    centroids /= np.maximum(np.bincount(instance, minlength=centroids.shape[0]), 1)[:, None]
-    logits = -4.0 * np.linalg.norm(xyz - centroids[instance], axis=1)
-    heat = torch.softmax(torch.from_numpy(logits).float(), dim=0)
-    return (torch.from_numpy(xyz).to(DEVICE), torch.from_numpy(scene.nyu40[objects].astype(np.int64)).to(DEVICE),
-            heat.to(DEVICE))
+    return tuple(torch.from_numpy(a).to(DEVICE) for a in room_object_points(150_000, seed=0))
 
 
 @pytest.mark.benchmark(group="kernel-mining")

@@ -11,6 +11,7 @@ import torch
 
 from engine import encoding
 from kernels import mine
+from tests.mining_scenes import room_object_points
 
 FIELDS = ("points", "sizes", "fg_owner", "fg_points", "bg_owner", "bg_points")
 
@@ -179,15 +180,6 @@ def test_padded_candidates_round_trip():
 def test_synthetic_room_with_a_peaked_heatmap():
     """A 60k-point furnished room's object points with a heat peaked at each object's centroid
     (as DKNet's is): realistic neighbourhood sizes, the background cap reached."""
-    from engine.synthetic import generate_scene
-
-    scene = generate_scene(60_000, seed=3)
-    objects = ~np.isin(scene.nyu40, (0, 1, 2))  # not unannotated, wall or floor
-    xyz, instance = scene.vertices_m[objects], scene.instance_ids[objects]
-    centroids = np.zeros((instance.max() + 1, 3))
-    np.add.at(centroids, instance, xyz)
-    centroids /= np.maximum(np.bincount(instance, minlength=len(centroids)), 1)[:, None]
-    logits = torch.from_numpy(-4.0 * np.linalg.norm(xyz - centroids[instance], axis=1))
-    want = mine_both(xyz, scene.nyu40[objects], torch.softmax(logits, dim=0).numpy(), max_bg=500)
+    want = mine_both(*room_object_points(60_000, seed=3), max_bg=500)
     assert want.points.size > 20
     assert list_lengths(want.bg_owner, want.points.size).max() == 500
