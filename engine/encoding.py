@@ -61,11 +61,11 @@ def _stable_argsort(keys: np.ndarray) -> np.ndarray:
     return torch.sort(torch.from_numpy(keys), stable=True).indices.numpy()
 
 
-def heat_order(heat: np.ndarray) -> np.ndarray:
-    """Indices by descending heat, ties by ascending index. heat (No,) float32, all >= 0, whose
-    IEEE bit patterns therefore sort like the values."""
-    bits = np.ascontiguousarray(heat, dtype=np.float32).view(np.int32).astype(np.int64)
-    return _stable_argsort(-bits)
+def heat_order(heat: torch.Tensor) -> torch.Tensor:
+    """Visit order (No,) int64: indices by descending heat, ties by ascending index, on heat's
+    device. heat (No,) float32, all >= 0, whose IEEE bit patterns therefore sort like the values."""
+    bits = heat.float().contiguous().view(torch.int32).to(torch.int64)
+    return torch.sort(-bits, stable=True).indices
 
 
 class _Grid:
@@ -129,7 +129,7 @@ def mine_candidates(
     r2 = np.float32(radius) * np.float32(radius)
     r2_bg = np.float32(4) * r2
     local = np.float32(local_thres)
-    visit_order = heat_order(heat)
+    visit_order = heat_order(torch.from_numpy(np.ascontiguousarray(heat, dtype=np.float32))).numpy()
     rank = np.empty(num, dtype=np.int64)
     rank[visit_order] = np.arange(num)
     visited_by_rank = np.zeros(num + 1, dtype=bool)  # a sentinel False at the end

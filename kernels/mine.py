@@ -315,8 +315,7 @@ def mine_candidates(xyz_m: torch.Tensor, labels: torch.Tensor, heat: torch.Tenso
     if num:
         xyz_m = xyz_m.float().contiguous()
         labels = labels.to(torch.int32).contiguous()
-        bits = heat.float().contiguous().view(torch.int32).to(torch.int64)
-        order = torch.sort(-bits, stable=True).indices
+        order = encoding.heat_order(heat)
         rank = torch.empty(num, dtype=torch.int32, device=device)
         rank[order] = torch.arange(num, dtype=torch.int32, device=device)
         grid = CellGrid(xyz_m, radius)
