@@ -211,10 +211,21 @@ def describe_candidates(cands: Candidates, kernel_features: torch.Tensor, xyz_m:
 
 
 def merge_probabilities(model: DKNet, descriptors: torch.Tensor) -> torch.Tensor:
-    """Pairwise merge probabilities A (P, P) float32: MLP on ``max(|d_i - d_j|, 1e-6)`` (SPEC §6)."""
+    """Pairwise merge probabilities A (P, P) float32: MLP on ``max(|d_i - d_j|, 1e-6)`` (SPEC §6).
+
+    ``|d_i - d_j|`` is symmetric, but a GEMM's blocking can round rows (i, j) and (j, i) apart by an
+    ulp, and the greedy merge's first-maximum rule would then see a different matrix on different
+    machines. So each unordered pair (i <= j) is scored once and mirrored: A is symmetric bit for bit
+    on every machine, and the MLP runs on P (P + 1) / 2 rows instead of P².
+    """
     count = descriptors.shape[0]
-    diff = (descriptors.unsqueeze(1) - descriptors.unsqueeze(0)).abs().clamp(min=1e-6)
-    return model.merge_scores(diff.view(count * count, descriptors.shape[1])).view(count, count)
+    rows, cols = torch.triu_indices(count, count, device=descriptors.device)
+    pair_features = (descriptors[rows] - descriptors[cols]).abs().clamp(min=1e-6)  # (P (P + 1) / 2, 35)
+    pair_scores = model.merge_scores(pair_features)
+    scores = descriptors.new_empty(count, count)
+    scores[rows, cols] = pair_scores
+    scores[cols, rows] = pair_scores
+    return scores
 
 
 def greedy_merge(merge_probs: np.ndarray, threshold: float = MERGE_THRESHOLD) -> np.ndarray:

@@ -3,9 +3,11 @@
 * ``mine_scene``: the LN-NMS scan as one persistent single-program kernel (``kernels.mine``).
 * ``describe_candidates``: one launch, one program per candidate; each candidate's fg/bg entries
   are the filled prefix of its row (``PaddedCandidates``), pooled in blocks of entries.
-* ``merge_probabilities``: one program per (candidate i, block of candidates j) computes
+* ``merge_probabilities``: one program per (candidate i, block of candidates j >= i) computes
   ``x = max(|d_i - d_j|, 1e-6)`` (35 values, zero-padded to 64) and the merge MLP with its three
-  BatchNorms folded into the convs, in registers: no (P, P, 35) tensor exists.
+  BatchNorms folded into the convs, in registers: no (P, P, 35) tensor exists. Each unordered pair
+  is scored once and written to both (i, j) and (j, i), as in the reference: the matrix is
+  symmetric by construction, on every machine and compiler.
 * ``greedy_merge``: the greedy aggregation as one single-program kernel. The reference loop
   (take the first maximum of the score matrix above the threshold, join the two groups under the
   smaller id, zero the new group's block) ends only when no pair of different groups scores above
@@ -85,25 +87,29 @@ def _merge_kernel(descriptors_ptr, weights_ptr, biases_ptr, scores_ptr, count,
                   BLOCK_PAIRS: tl.constexpr):
     """Grid (P, cdiv(P, BLOCK_PAIRS)). descriptors (P, CHANNELS) float32; weights (HIDDEN_LAYERS + 1,
     PADDED, PADDED) float32 (out, in), zero-padded, BN folded, the last layer's single output in
-    row 0; biases (HIDDEN_LAYERS + 1, PADDED). Writes scores[i, j] (P, P) float32 =
-    sigmoid(MLP(max(|d_i - d_j|, 1e-6)))."""
+    row 0; biases (HIDDEN_LAYERS + 1, PADDED). Writes scores[i, j] and scores[j, i] (P, P) float32 =
+    sigmoid(MLP(max(|d_i - d_j|, 1e-6))) for the pairs j >= i of its block: each unordered pair is
+    scored once, so the matrix is symmetric bit for bit; blocks wholly below the diagonal do nothing."""
     i = tl.program_id(0)
-    js = tl.program_id(1) * BLOCK_PAIRS + tl.arange(0, BLOCK_PAIRS)
-    j_valid = js < count
-    channels = tl.arange(0, PADDED)
-    real = channels < CHANNELS
-    d_i = tl.load(descriptors_ptr + i * CHANNELS + channels, mask=real, other=0.0)
-    d_j = tl.load(descriptors_ptr + js[:, None] * CHANNELS + channels[None, :],
-                  mask=j_valid[:, None] & real[None, :], other=0.0)
-    x = tl.where(real[None, :], tl.maximum(tl.abs(d_i[None, :] - d_j), 1e-6), 0.0)  # (B, PADDED)
-    for layer in tl.static_range(HIDDEN_LAYERS):
-        w_t = tl.load(weights_ptr + layer * PADDED * PADDED + channels[None, :] * PADDED + channels[:, None])
-        bias = tl.load(biases_ptr + layer * PADDED + channels)
-        x = tl.maximum(tl.dot(x, w_t, input_precision="ieee") + bias[None, :], 0.0)
-    w_out = tl.load(weights_ptr + HIDDEN_LAYERS * PADDED * PADDED + channels)
-    b_out = tl.load(biases_ptr + HIDDEN_LAYERS * PADDED)
-    logits = tl.sum(x * w_out[None, :], axis=1) + b_out
-    tl.store(scores_ptr + i * count + js, tl.sigmoid(logits), mask=j_valid)
+    first_j = tl.program_id(1) * BLOCK_PAIRS
+    if first_j + BLOCK_PAIRS > i:
+        js = first_j + tl.arange(0, BLOCK_PAIRS)
+        j_valid = (js < count) & (js >= i)
+        channels = tl.arange(0, PADDED)
+        real = channels < CHANNELS
+        d_i = tl.load(descriptors_ptr + i * CHANNELS + channels, mask=real, other=0.0)
+        d_j = tl.load(descriptors_ptr + js[:, None] * CHANNELS + channels[None, :],
+                      mask=j_valid[:, None] & real[None, :], other=0.0)
+        x = tl.where(real[None, :], tl.maximum(tl.abs(d_i[None, :] - d_j), 1e-6), 0.0)  # (B, PADDED)
+        for layer in tl.static_range(HIDDEN_LAYERS):
+            w_t = tl.load(weights_ptr + layer * PADDED * PADDED + channels[None, :] * PADDED + channels[:, None])
+            bias = tl.load(biases_ptr + layer * PADDED + channels)
+            x = tl.maximum(tl.dot(x, w_t, input_precision="ieee") + bias[None, :], 0.0)
+        w_out = tl.load(weights_ptr + HIDDEN_LAYERS * PADDED * PADDED + channels)
+        b_out = tl.load(biases_ptr + HIDDEN_LAYERS * PADDED)
+        scores = tl.sigmoid(tl.sum(x * w_out[None, :], axis=1) + b_out)
+        tl.store(scores_ptr + i * count + js, scores, mask=j_valid)
+        tl.store(scores_ptr + js * count + i, scores, mask=j_valid)
 
 
 @jit

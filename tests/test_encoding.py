@@ -146,10 +146,20 @@ def test_merge_instances_centre_and_weighted_kernel():
     torch.testing.assert_close(inst.kernels[1], torch.tensor([2.0, 2.0]))
 
 
-def test_merge_probabilities_are_symmetric_and_use_clamped_differences(random_model):
+@pytest.mark.parametrize("count", [0, 1, 5, 150])
+def test_merge_probabilities_are_symmetric_bit_for_bit(random_model, count):
+    desc = torch.randn(count, 35, generator=torch.Generator().manual_seed(count))
+    probs = encoding.merge_probabilities(random_model, desc)
+    assert probs.shape == (count, count)
+    assert torch.equal(probs, probs.t())
+    if count:  # every entry is the MLP of its own pair (the full (P², 35) product, up to GEMM rounding)
+        diff = (desc.unsqueeze(1) - desc.unsqueeze(0)).abs().clamp(min=1e-6).view(count * count, 35)
+        torch.testing.assert_close(probs, random_model.merge_scores(diff).view(count, count), rtol=0, atol=1e-6)
+
+
+def test_merge_probabilities_use_clamped_differences(random_model):
     desc = torch.randn(5, 35)
     desc[3] = desc[1]
     probs = encoding.merge_probabilities(random_model, desc)
-    torch.testing.assert_close(probs, probs.t())
     same = random_model.merge_scores(torch.full((1, 35), 1e-6))
     torch.testing.assert_close(probs[1, 3], same[0])
