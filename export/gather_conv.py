@@ -1,6 +1,6 @@
 """DKNet's backbone and point heads as Gather + MatMul: the torch module that gets exported.
 
-Every sparse convolution reads its neighbours through a kernel map (``export.kernel_maps``) and
+Every sparse convolution reads its neighbours through a kernel map (``engine.backbone.kernel_maps``) and
 multiplies once: with ``x̂ = [x; 0]`` (one zero row appended for the maps' sentinel),
 
 * submanifold 3³:  ``y = x̂[subm] (V, 27·Cin) @ W (27·Cin, Cout)``;
@@ -40,7 +40,7 @@ from torch import nn
 
 from engine.classes import NUM_CLASSES
 from engine.model import EMBED, batchnorm_affine
-from export.kernel_maps import DOWN_OFFSETS, LEVELS
+from engine.backbone.kernel_maps import DOWN_OFFSETS, LEVELS
 
 # Graph outputs, in order, with their shapes after the leading point axis N.
 OUTPUTS: dict[str, tuple[int, ...]] = {"semantic_scores": (NUM_CLASSES,), "offsets": (3,), "heat_logits": (),

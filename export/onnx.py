@@ -10,7 +10,7 @@ count is a dynamic axis):
 
 * ``voxel_features`` (V_1, 6) float32, ``point_to_voxel`` (N,) int64;
 * ``subm_map_1..7`` (V_l, 27), ``down_map_1..6`` (V_{l+1}, 8), ``up_index_1..6`` (V_l,), int64
-  (``export.kernel_maps``).
+  (``engine.backbone.kernel_maps``).
 
 Outputs, float32, for all N points: ``semantic_scores`` (N, 20), ``offsets`` (N, 3),
 ``heat_logits`` (N,), ``mask_features`` (N, 16), ``kernel_features`` (N, 16). ``--fp16`` keeps these
@@ -31,7 +31,7 @@ EXAMPLE_SEED = 0
 
 
 def input_names() -> list[str]:
-    from export.kernel_maps import map_names
+    from engine.backbone.kernel_maps import map_names
 
     return ["voxel_features", "point_to_voxel", *map_names()]
 
@@ -39,7 +39,7 @@ def input_names() -> list[str]:
 def dynamic_axes() -> dict[str, dict[int, str]]:
     """Axis 0 of every input and output: ``voxels_<level>`` or ``points``."""
     from export.gather_conv import OUTPUT_NAMES
-    from export.kernel_maps import LEVELS
+    from engine.backbone.kernel_maps import LEVELS
 
     axes = {"voxel_features": {0: "voxels_1"}, "point_to_voxel": {0: "points"}}
     for level in range(1, LEVELS + 1):
@@ -56,7 +56,7 @@ def example_inputs():
     ops, not sizes: the graph takes no Python number from a dynamic shape."""
     import torch
 
-    from export.kernel_maps import build_kernel_maps
+    from engine.backbone.kernel_maps import build_kernel_maps
 
     g = torch.Generator().manual_seed(EXAMPLE_SEED)
     coords = torch.randint(0, 150, (64, 3), generator=g).unique(dim=0)

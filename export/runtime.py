@@ -6,7 +6,7 @@ A runner is called exactly like ``engine.model.DKNet.forward``:
     points = backbone(voxel_features, voxel_coords, spatial_shape, point_to_voxel)  # PointOutputs
 
 so ``engine.pipeline.run_backbone(backbone, xyz, rgb, device)`` runs unchanged. Per call it builds
-the kernel maps (``export.kernel_maps``, on the runner's device), runs the graph (U-Net and point
+the kernel maps (``engine.backbone.kernel_maps``, on the runner's device), runs the graph (U-Net and point
 heads, outputs for all N points), then selects object points (``argmax >= 2``) and their heat logits
 and kernel features, as ``DKNet.forward`` does. Everything after the heads stays the engine's own
 stages (encoding, decoding, post-processing run on the DKNet model as before).
@@ -25,7 +25,7 @@ import torch
 
 from engine.model import PointOutputs, object_points
 from export.gather_conv import OUTPUTS
-from export.kernel_maps import build_kernel_maps, map_names
+from engine.backbone.kernel_maps import build_kernel_maps, map_names
 
 BACKENDS = ("onnxruntime", "tensorrt")
 

@@ -71,7 +71,7 @@ def level_voxel_bounds(max_voxels: int, opt_voxels: int) -> list[tuple[int, int,
     their maximum halves per level, which keeps the plan's activation memory bounded. ``opt``
     divides by 3 per level. The runner names the level if a scene exceeds a bound.
     """
-    from export.kernel_maps import LEVELS
+    from engine.backbone.kernel_maps import LEVELS
 
     bounds = []
     for level in range(1, LEVELS + 1):
@@ -82,7 +82,7 @@ def level_voxel_bounds(max_voxels: int, opt_voxels: int) -> list[tuple[int, int,
 
 def profile_shapes(max_voxels: int, opt_voxels: int, max_points: int) -> dict[str, tuple[tuple[int, ...], ...]]:
     """(min, opt, max) shape of every graph input for the optimization profile."""
-    from export.kernel_maps import DOWN_OFFSETS, LEVELS, SUBM_OFFSETS
+    from engine.backbone.kernel_maps import DOWN_OFFSETS, LEVELS, SUBM_OFFSETS
 
     voxels = level_voxel_bounds(max_voxels, opt_voxels)
     opt_points = min(max_points, voxels[0][1])

@@ -19,7 +19,7 @@ from engine.model import build_model
 from engine.preprocess import voxelize
 from engine.sparse_provider import select_provider
 from engine.synthetic import generate_scene
-from export.kernel_maps import build_kernel_maps
+from engine.backbone.kernel_maps import build_kernel_maps
 from export.onnx import export_backbone
 from export.runtime import load_backbone
 

@@ -11,9 +11,9 @@ from engine.model import _sparse_threads
 from engine.preprocess import voxelize
 from engine.synthetic import generate_scene
 from export.gather_conv import Conv1x1, GatherBackbone, GatherConv, GatherInverseConv
-from export.kernel_maps import build_kernel_maps, down_level, submanifold_map
+from engine.backbone.kernel_maps import build_kernel_maps, down_level, submanifold_map
 from tests.export.conftest import TOLERANCE, random_scene
-from tests.export.spconv_oracle import CASES, CPU, random_voxels, sp
+from tests.backbone.spconv_oracle import CASES, CPU, random_voxels, sp
 
 F32 = TOLERANCE[torch.float32]
 CIN, COUT = 5, 7  # odd channel counts

@@ -11,7 +11,7 @@ import torch
 from engine.preprocess import voxelize
 from engine.synthetic import generate_scene
 from export.gather_conv import OUTPUT_NAMES, GatherBackbone
-from export.kernel_maps import build_kernel_maps
+from engine.backbone.kernel_maps import build_kernel_maps
 from export.onnx import OPSET, input_names, main, read_metadata
 from tests.export.conftest import TOLERANCE, random_scene
 from tests.export.test_gather_conv import assert_matches_reference

@@ -12,7 +12,7 @@ import torch
 
 from engine.pipeline import run_backbone
 from export import tensorrt as trt_export
-from export.kernel_maps import LEVELS
+from engine.backbone.kernel_maps import LEVELS
 from export.onnx import input_names
 from export.runtime import BackendError, load_backbone
 from tests.export.conftest import TOLERANCE, random_scene

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from export.kernel_maps import LEVELS, build_kernel_maps, down_level, map_names, submanifold_map
-from tests.export.spconv_oracle import CASES, canonical, down_triples_spconv, random_voxels, subm_triples_spconv
+from engine.backbone.kernel_maps import LEVELS, build_kernel_maps, down_level, map_names, submanifold_map
+from tests.backbone.spconv_oracle import CASES, canonical, down_triples_spconv, random_voxels, subm_triples_spconv
 
 
 def _subm_triples(kmap: torch.Tensor) -> torch.Tensor:
