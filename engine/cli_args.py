@@ -1,38 +1,69 @@
-"""Command-line arguments of ``python -m engine.run`` (no torch import: ``--help`` stays fast)."""
+"""Command-line arguments of the inference commands (no torch import: ``--help`` stays fast).
+
+``session_parser`` is the parent parser that ``engine.run`` and ``python -m profiling`` share
+(weights, device, ``--backbone`` x ``--kernels``, ``--engine-file``); ``add_weight_arguments`` is
+also used by ``export.onnx``; ``build_parser`` / ``parse_args`` are ``engine.run``'s own.
+"""
 
 from __future__ import annotations
 
 import argparse
 from pathlib import Path
 
-BACKENDS = ("reference", "triton", "onnxruntime", "tensorrt")
-EXPORTED_BACKENDS = ("onnxruntime", "tensorrt")
+BACKBONES = ("native", "spconv", "onnxruntime", "tensorrt")
+EXPORTED_BACKBONES = ("onnxruntime", "tensorrt")
+KERNELS = ("torch", "triton")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m engine.run",
-        description="DKNet 3D instance segmentation of ScanNet-style scans (PLY meshes or point clouds).",
-        epilog="Outputs per scene in --out: <scene>.txt and predicted_masks/ (ScanNet benchmark format), "
-        "<scene>_instances.ply (coloured by instance) and <scene>.png. "
-        "The scene name is the file name without .ply and _vh_clean_2.",
-    )
-    parser.add_argument("scenes", nargs="+", type=Path, metavar="SCENE.ply", help="scan(s) to segment")
+def add_weight_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint`` / ``--random-weights`` / ``--seed``: every command that loads DKNet."""
     weights = parser.add_argument_group("weights")
     weights.add_argument("--checkpoint", type=Path, metavar="PATH",
                          help="official DKNet checkpoint (default: $DKNET_CHECKPOINT)")
     weights.add_argument("--random-weights", action="store_true",
                          help="seeded random weights instead of a checkpoint (for testing the pipeline)")
     weights.add_argument("--seed", type=int, default=0, help="seed for --random-weights (default 0)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="auto: cuda when available, else cpu")
-    parser.add_argument("--backend", choices=BACKENDS, default="reference",
-                        help="reference: plain PyTorch with spconv; triton: the reference backbone, then "
-                        "Triton kernels for encoding, decoding and post-processing (CUDA; on CPU Triton's slow "
-                        "interpreter); onnxruntime / tensorrt: an exported backbone (--engine-file) with the "
-                        "engine's own later stages")
-    parser.add_argument("--engine-file", type=Path, metavar="PATH",
-                        help="exported backbone for the onnxruntime / tensorrt backends")
+
+
+def session_parser() -> argparse.ArgumentParser:
+    """The parent parser of the inference commands: weights, device, ``--backbone`` x ``--kernels``
+    (any pair) and ``--engine-file``."""
+    parser = argparse.ArgumentParser(add_help=False)
+    add_weight_arguments(parser)
+    run = parser.add_argument_group("inference")
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                     help="auto: cuda when available, else cpu")
+    run.add_argument("--backbone", choices=BACKBONES, default="native",
+                     help="what runs the sparse U-Net and point heads: native (the engine's own sparse convs; "
+                     "default), spconv (the spconv library, when installed), onnxruntime / tensorrt (an exported "
+                     "graph, --engine-file)")
+    run.add_argument("--kernels", choices=KERNELS, default=None,
+                     help="what runs encoding, decoding and post-processing: torch (the reference) or triton "
+                     "(Triton kernels; on CPU Triton's slow interpreter). Default: triton on CUDA, torch on CPU")
+    run.add_argument("--engine-file", type=Path, metavar="PATH",
+                     help="exported backbone for --backbone onnxruntime (.onnx) / tensorrt (.plan)")
+    return parser
+
+
+def check_session_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """The rules between the shared arguments (``parser.error`` on a violation)."""
+    if args.engine_file is not None and args.backbone not in EXPORTED_BACKBONES:
+        parser.error("--engine-file only applies to --backbone onnxruntime and tensorrt")
+    if args.engine_file is None and args.backbone in EXPORTED_BACKBONES:
+        parser.error(f"--backbone {args.backbone} needs --engine-file (python -m export.onnx / export.tensorrt)")
+    if args.random_weights and args.checkpoint is not None:
+        parser.error("give either --checkpoint or --random-weights, not both")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m engine.run", parents=[session_parser()],
+        description="DKNet 3D instance segmentation of ScanNet-style scans (PLY meshes or point clouds).",
+        epilog="Outputs per scene in --out: <scene>.txt and predicted_masks/ (ScanNet benchmark format), "
+        "<scene>_instances.ply (coloured by instance) and <scene>.png. "
+        "The scene name is the file name without .ply and _vh_clean_2.",
+    )
+    parser.add_argument("scenes", nargs="+", type=Path, metavar="SCENE.ply", help="scan(s) to segment")
     parser.add_argument("--out", type=Path, default=Path("dknet_out"), metavar="DIR",
                         help="output folder (default dknet_out)")
     parser.add_argument("--dump", type=Path, metavar="FILE.npz",
@@ -48,12 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.engine_file is not None and args.backend not in EXPORTED_BACKENDS:
-        parser.error("--engine-file only applies to the onnxruntime and tensorrt backends")
-    if args.engine_file is None and args.backend in EXPORTED_BACKENDS:
-        parser.error(f"--backend {args.backend} needs --engine-file (python -m export.onnx / export.tensorrt)")
-    if args.random_weights and args.checkpoint is not None:
-        parser.error("give either --checkpoint or --random-weights, not both")
+    check_session_arguments(parser, args)
     return args
 
 

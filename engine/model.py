@@ -1,9 +1,10 @@
 """The DKNet network, with every module named as in the official checkpoint (SPEC §2, §3, §6, §7).
 
-``build_model(provider)`` returns a ``DKNet`` whose ``state_dict`` keys, shapes and dtypes equal
+``build_model()`` returns a ``DKNet`` whose ``state_dict`` keys, shapes and dtypes equal
 ``official-checkpoint-keys.txt``: the released checkpoint loads with ``strict=True``.
-The sparse U-Net is built from the chosen provider's modules (spconv or spconv-triton);
-the point heads are plain torch. BatchNorm runs in eval mode (running statistics, eps 1e-4).
+The sparse U-Net's weights are held here in spconv 2.x's layout; the backbones of
+``engine.backbone`` run them (natively, on spconv, or as an exported graph). The point heads are
+plain torch. BatchNorm runs in eval mode (running statistics, eps 1e-4).
 
 Point-wise ``Conv1d`` layers (kernel size 1) are applied to ``(N, C)`` rows as linear maps,
 which is the same arithmetic without the official code's ``(1, C, N)`` permutes.
@@ -12,8 +13,6 @@ which is the same arithmetic without the official code's ``(1, C, N)`` permutes.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import partial
 
@@ -22,7 +21,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from engine.classes import FIRST_OBJECT_CLASS, NUM_CLASSES
-from engine.sparse_provider import SparseProvider
 
 WIDTH = 32  # d: channels of the first U-Net level and of the point features
 EMBED = 16  # channels of mask and kernel features
@@ -34,82 +32,42 @@ DYNAMIC_PARAMS = (EMBED + 3) * EMBED + EMBED + EMBED + 1  # 337: W1 (16x19), b1,
 BatchNorm = partial(nn.BatchNorm1d, eps=BN_EPS, momentum=0.1)
 
 
-def _build_unet(sp):
-    """The provider-specific residual U-Net classes (they subclass the provider's SparseModule)."""
+class SparseConvWeight(nn.Module):
+    """The weight of one sparse convolution, in spconv 2.x's layout (out, kx, ky, kz, in), no bias:
+    the checkpoint's tensor. The backbones (``engine.backbone``) decide how it is applied."""
 
-    class ResidualBlock(sp.SparseModule):
-        def __init__(self, in_channels: int, out_channels: int, indice_key: str):
-            super().__init__()
-            if in_channels == out_channels:
-                self.i_branch = sp.SparseSequential(nn.Identity())
-            else:
-                self.i_branch = sp.SparseSequential(sp.SubMConv3d(in_channels, out_channels, 1, bias=False))
-            self.conv_branch = sp.SparseSequential(
-                BatchNorm(in_channels),
-                nn.ReLU(),
-                sp.SubMConv3d(in_channels, out_channels, 3, padding=1, bias=False, indice_key=indice_key),
-                BatchNorm(out_channels),
-                nn.ReLU(),
-                sp.SubMConv3d(out_channels, out_channels, 3, padding=1, bias=False, indice_key=indice_key),
-            )
-
-        def forward(self, x):
-            identity = sp.SparseConvTensor(x.features, x.indices, x.spatial_shape, x.batch_size)
-            out = self.conv_branch(x)
-            return out.replace_feature(out.features + self.i_branch(identity).features)
-
-    class UBlock(nn.Module):
-        def __init__(self, planes: list[int], level: int = 1):
-            super().__init__()
-            key = f"subm{level}"
-            self.planes = planes
-            self.blocks = sp.SparseSequential(
-                OrderedDict((f"block{i}", ResidualBlock(planes[0], planes[0], key)) for i in range(BLOCK_REPS))
-            )
-            if len(planes) > 1:
-                self.conv = sp.SparseSequential(
-                    BatchNorm(planes[0]),
-                    nn.ReLU(),
-                    sp.SparseConv3d(planes[0], planes[1], 2, stride=2, bias=False, indice_key=f"spconv{level}"),
-                )
-                self.u = UBlock(planes[1:], level + 1)
-                self.deconv = sp.SparseSequential(
-                    BatchNorm(planes[1]),
-                    nn.ReLU(),
-                    sp.SparseInverseConv3d(planes[1], planes[0], 2, bias=False, indice_key=f"spconv{level}"),
-                )
-                self.blocks_tail = sp.SparseSequential(
-                    OrderedDict(
-                        (f"block{i}", ResidualBlock(planes[0] * (2 - i), planes[0], key))
-                        for i in range(BLOCK_REPS)
-                    )
-                )
-
-        def forward(self, x):
-            out = self.blocks(x)
-            if len(self.planes) == 1:
-                return out
-            skip = out.features
-            up = self.deconv(self.u(self.conv(out)))
-            return self.blocks_tail(out.replace_feature(torch.cat((skip, up.features), dim=1)))
-
-    return UBlock
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(out_channels, *[kernel_size] * 3, in_channels))
 
 
-@contextmanager
-def _sparse_threads(provider: str, device: torch.device) -> Iterator[None]:
-    """spconv 2.3.x's CPU build gives wrong sums when torch runs more than one intra-op thread
-    (measured here: errors of 0.3 on unit-scale features for 40k voxels; exact with one thread),
-    so its CPU convolutions run single-threaded. ``tests/test_sparse_layout.py`` guards this."""
-    if provider != "spconv" or device.type != "cpu":
-        yield
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
+class ResidualBlockWeights(nn.Module):
+    """BN, ReLU, subm 3³, BN, ReLU, subm 3³ (``conv_branch``); identity or a 1³ conv (``i_branch``)."""
+
+    def __init__(self, in_channels: int, out_channels: int):
+        super().__init__()
+        self.i_branch = nn.Sequential(
+            nn.Identity() if in_channels == out_channels else SparseConvWeight(in_channels, out_channels, 1))
+        self.conv_branch = nn.Sequential(
+            BatchNorm(in_channels), nn.ReLU(), SparseConvWeight(in_channels, out_channels, 3),
+            BatchNorm(out_channels), nn.ReLU(), SparseConvWeight(out_channels, out_channels, 3))
+
+
+class UNetWeights(nn.Module):
+    """One U-Net level's weights (SPEC §2): ``blocks``; except at the deepest level ``conv`` (BN, ReLU,
+    down k2 s2), ``u`` (the next level), ``deconv`` (BN, ReLU, inverse k2) and ``blocks_tail``."""
+
+    def __init__(self, planes: list[int]):
+        super().__init__()
+        width = planes[0]
+        self.blocks = nn.Sequential(OrderedDict((f"block{i}", ResidualBlockWeights(width, width))
+                                                for i in range(BLOCK_REPS)))
+        if len(planes) > 1:
+            self.conv = nn.Sequential(BatchNorm(width), nn.ReLU(), SparseConvWeight(width, planes[1], 2))
+            self.u = UNetWeights(planes[1:])
+            self.deconv = nn.Sequential(BatchNorm(planes[1]), nn.ReLU(), SparseConvWeight(planes[1], width, 2))
+            self.blocks_tail = nn.Sequential(OrderedDict(
+                (f"block{i}", ResidualBlockWeights(width * (2 - i), width)) for i in range(BLOCK_REPS)))
 
 
 def batchnorm_affine(weight: torch.Tensor, bias: torch.Tensor, running_mean: torch.Tensor,
@@ -173,17 +131,28 @@ class PointOutputs:
     kernel_features: torch.Tensor  # (No, 16) float32, object points only
 
 
-class DKNet(nn.Module):
-    """DKNet with the official module names; ``forward`` runs backbone and point heads (SPEC §2–3)."""
+def select_object_points(semantic_scores: torch.Tensor, offsets: torch.Tensor, heat_logits: torch.Tensor,
+                         mask_features: torch.Tensor, kernel_features: torch.Tensor) -> PointOutputs:
+    """Graph outputs for all N points -> ``PointOutputs`` (heat logits and kernel features of object
+    points only, selected by ``engine.model.object_points`` as in ``DKNet.forward``)."""
+    labels, object_idx = object_points(semantic_scores)
+    return PointOutputs(semantic_scores=semantic_scores, offsets=offsets, labels=labels, object_idx=object_idx,
+                        heat_logits=heat_logits[object_idx], mask_features=mask_features,
+                        kernel_features=kernel_features[object_idx])
 
-    def __init__(self, provider: SparseProvider):
+
+class DKNet(nn.Module):
+    """DKNet's weights with the official module names, and the parts of the network that are plain
+    torch: the point heads (SPEC §3), the merge MLP (§6) and the weight generator (§7). The sparse
+    U-Net's weights live here too (``input_conv``, ``unet``, ``output_layer``); a backbone
+    (``engine.backbone``) runs them and calls ``point_heads`` on its point features."""
+
+    def __init__(self):
         super().__init__()
-        sp = provider.module
-        self.provider = provider.name
         d = WIDTH
-        self.input_conv = sp.SparseSequential(sp.SubMConv3d(6, d, 3, padding=1, bias=False, indice_key="subm1"))
-        self.unet = _build_unet(sp)([d * (i + 1) for i in range(UNET_LEVELS)])
-        self.output_layer = sp.SparseSequential(BatchNorm(d), nn.ReLU())
+        self.input_conv = nn.Sequential(SparseConvWeight(6, d, 3))
+        self.unet = UNetWeights([d * (i + 1) for i in range(UNET_LEVELS)])
+        self.output_layer = nn.Sequential(BatchNorm(d), nn.ReLU())
         self.linear = nn.Sequential(nn.Linear(d, d), BatchNorm(d), nn.ReLU(), nn.Linear(d, d), BatchNorm(d),
                                     nn.ReLU(), nn.Linear(d, NUM_CLASSES))
         self.offset = nn.Sequential(nn.Linear(d, d), BatchNorm(d), nn.ReLU())
@@ -197,24 +166,10 @@ class DKNet(nn.Module):
         self.merge_branch = _pointwise_tower(2 * EMBED + 3, 1)
         self.semantic_branch = _pointwise_tower(EMBED, NUM_CLASSES)  # trained, unused at inference
         self.weight_generator = WeightGenerator()
-        self._sp = sp
         self.eval()
 
-    def voxel_features(self, features: torch.Tensor, coords: torch.Tensor, spatial_shape: list[int]) -> torch.Tensor:
-        """Sparse U-Net on voxels: features (V, 6) float32, coords (V, 3) int32 -> (V, 32) float32."""
-        indices = torch.cat((torch.zeros_like(coords[:, :1]), coords), dim=1).int()
-        x = self._sp.SparseConvTensor(features, indices, spatial_shape, 1)
-        with _sparse_threads(self.provider, features.device):
-            return self.output_layer(self.unet(self.input_conv(x))).features
-
-    def forward(self, features: torch.Tensor, coords: torch.Tensor, spatial_shape: list[int],
-                point_to_voxel: torch.Tensor) -> PointOutputs:
-        """Backbone and point heads.
-
-        features (V, 6) float32 voxel features; coords (V, 3) int32 voxel coordinates;
-        point_to_voxel (N,) int64 voxel of each point.
-        """
-        point_feats = self.voxel_features(features, coords, spatial_shape)[point_to_voxel]  # (N, 32)
+    def point_heads(self, point_feats: torch.Tensor) -> PointOutputs:
+        """Point heads (SPEC §3) on the U-Net's point features (N, 32) float32."""
         semantic_scores = self.linear(point_feats)
         offsets = self.offset_linear(self.offset(point_feats))
         labels, object_idx = object_points(semantic_scores)
@@ -237,5 +192,5 @@ class DKNet(nn.Module):
         return torch.sigmoid(run_pointwise(self.merge_branch, pair_features)).view(-1)
 
 
-def build_model(provider: SparseProvider) -> DKNet:
-    return DKNet(provider)
+def build_model() -> DKNet:
+    return DKNet()

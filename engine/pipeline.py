@@ -1,17 +1,17 @@
 """One scene through DKNet, stage by stage (SPEC §0): backbone, encoding, decoding, post-processing.
 
 Each stage is one function here; ``infer_scene`` times them with the stage boundaries of the
-paper's Table S3, and the benchmarks call the same functions. The reference path is plain,
-vectorized PyTorch (and NumPy for the sequential mining scan), against which every optimized
-backend is tested; ``use_triton`` swaps in the Triton kernels (``kernels``) for encoding (mining
-included), decoding and post-processing.
+paper's Table S3, and the benchmarks call the same functions. A ``Session`` holds the two
+independent choices of a run: the backbone (``engine.backbone``: native, spconv, or an exported
+graph) and the kernels of the later stages: ``torch`` (plain, vectorized PyTorch and NumPy for
+the sequential mining scan; the reference every optimized path is tested against) or ``triton``
+(the Triton kernels of ``kernels`` for encoding, mining included, decoding and post-processing).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -26,6 +26,36 @@ from profiling.stage_timer import StageTimer
 
 if TYPE_CHECKING:
     from kernels.mine import PaddedCandidates
+
+
+class Backbone(Protocol):
+    """Backbone and point heads (SPEC §2–3) of a scene: (features (V, 6) float32, coords (V, 3) int,
+    spatial_shape, point_to_voxel (N,) int64) -> ``PointOutputs``. ``name``: the ``--backbone``
+    choice; ``provider``: what runs it, for reports."""
+
+    name: str
+    provider: str
+
+    def __call__(self, features: torch.Tensor, coords: torch.Tensor, spatial_shape: list[int],
+                 point_to_voxel: torch.Tensor) -> PointOutputs: ...
+
+
+KERNELS = ("torch", "triton")
+
+
+@dataclass
+class Session:
+    """What a run needs for every scene: the weights, the backbone that runs the sparse U-Net and
+    point heads, and the kernels of the later stages (``torch`` or ``triton``), on one device."""
+
+    model: DKNet
+    backbone: Backbone
+    kernels: str
+    device: torch.device
+
+    @property
+    def use_triton(self) -> bool:
+        return self.kernels == "triton"
 
 
 @dataclass
@@ -43,12 +73,10 @@ class EncodingResult:
     centres: torch.Tensor  # (I,) int64 point index of each instance centre
 
 
-def run_backbone(model: DKNet, xyz: np.ndarray, rgb: np.ndarray, device: torch.device,
-                 backbone: Callable[..., PointOutputs] | None = None) -> BackboneResult:
-    """SPEC §1–3: voxelize, sparse U-Net, point heads, heatmap. ``backbone``: an exported
-    backbone (export.runtime) called like ``DKNet.forward``; default the model itself."""
+def run_backbone(backbone: Backbone, xyz: np.ndarray, rgb: np.ndarray, device: torch.device) -> BackboneResult:
+    """SPEC §1–3: voxelize, sparse U-Net, point heads, heatmap."""
     vox = voxelize(xyz, rgb, device)
-    points = (backbone or model)(vox.voxel_features, vox.voxel_coords, vox.spatial_shape, vox.point_to_voxel)
+    points = backbone(vox.voxel_features, vox.voxel_coords, vox.spatial_shape, vox.point_to_voxel)
     return BackboneResult(vox, points, torch.softmax(points.heat_logits, dim=0))
 
 
@@ -109,24 +137,23 @@ class SceneResult:
     pred_labels: np.ndarray  # (M,) int64 nyu40 ids
     pred_scores: np.ndarray  # (M,) float32
     num_voxels: int
+    backbone: str  # what ran the backbone, e.g. "native (torch gather-GEMM-scatter)"
 
     def dump_arrays(self) -> dict[str, np.ndarray]:
-        """The ``--dump`` keys."""
+        """The ``--dump`` keys (``backbone``: a 0-d string array)."""
         keys = ("semantic_scores", "offsets", "heatmap", "candidates", "instance_centers", "thresholds",
                 "pred_masks", "pred_labels", "pred_scores")
-        return {k: getattr(self, k) for k in keys}
+        return {**{k: getattr(self, k) for k in keys}, "backbone": np.array(self.backbone)}
 
 
 @torch.no_grad()
-def infer_scene(model: DKNet, xyz: np.ndarray, rgb: np.ndarray, superpoints: np.ndarray | None,
-                device: torch.device, timer: StageTimer,
-                exported_backbone: Callable[..., PointOutputs] | None = None, use_triton: bool = False) -> SceneResult:
-    """Run DKNet on one scene: xyz (N, 3) float, rgb (N, 3) uint8, superpoints (N,) int or None.
-    ``exported_backbone`` replaces the model's backbone and point heads (ONNX Runtime, TensorRT);
-    ``use_triton`` runs the later stages' Triton kernels (``kernels``; CUDA, or CPU in the
-    interpreter) instead of the torch references."""
+def infer_scene(session: Session, xyz: np.ndarray, rgb: np.ndarray, superpoints: np.ndarray | None,
+                timer: StageTimer) -> SceneResult:
+    """Run DKNet on one scene: xyz (N, 3) float, rgb (N, 3) uint8, superpoints (N,) int or None,
+    with the session's backbone and kernels (Triton: CUDA, or CPU in the interpreter)."""
+    model, device, use_triton = session.model, session.device, session.use_triton
     with timer.stage("backbone"):
-        backbone = run_backbone(model, xyz, rgb, device, exported_backbone)
+        backbone = run_backbone(session.backbone, xyz, rgb, device)
     with timer.stage("encoding"):
         encoded = run_encoding(model, backbone, use_triton)
     with timer.stage("decoding"):
@@ -149,4 +176,5 @@ def infer_scene(model: DKNet, xyz: np.ndarray, rgb: np.ndarray, superpoints: np.
         pred_labels=nyu40[post.classes].cpu().numpy(),
         pred_scores=post.scores.cpu().numpy(),
         num_voxels=int(backbone.vox.voxel_coords.shape[0]),
+        backbone=session.backbone.provider,
     )

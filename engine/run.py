@@ -10,8 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from engine.cli_args import dump_path, parse_args
-from engine.session import UserError, load_exported_backbone, load_model, prepare_triton, print_error, resolve_device
+from engine.cli_args import EXPORTED_BACKBONES, dump_path, parse_args
+from engine.session import UserError, build_session, kernels_description, print_error
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -27,7 +27,7 @@ def _write_dump(path: Path, arrays: dict) -> None:
         np.savez(stream, **arrays)
 
 
-def _segment(args, model, exported, device, scene_path: Path, num_scenes: int):
+def _segment(args, session, scene_path: Path, num_scenes: int):
     """Read, infer and write one scene; returns (scene name, result, stage times ms, notes)."""
     from engine.outputs import write_scene_outputs
     from engine.pipeline import infer_scene
@@ -35,6 +35,7 @@ def _segment(args, model, exported, device, scene_path: Path, num_scenes: int):
     from engine.superpoints import superpoints_for_scene
     from profiling.stage_timer import StageTimer
 
+    device = session.device
     timer = StageTimer(device)
     try:
         with timer.stage("read"):
@@ -47,13 +48,12 @@ def _segment(args, model, exported, device, scene_path: Path, num_scenes: int):
     except (SceneInputError, ValueError, OSError) as exc:
         raise UserError(str(exc)) from None
     try:
-        result = infer_scene(model, scene.xyz, scene.rgb, superpoints, device, timer, exported,
-                             use_triton=args.backend == "triton")
+        result = infer_scene(session, scene.xyz, scene.rgb, superpoints, timer)
     except Exception as exc:
         if _is_out_of_memory(exc):
             raise UserError(f"{scene_path}: out of memory on {device.type} "
                             f"({scene.num_points} points); try --device cpu or a smaller scene") from None
-        if exported is not None:
+        if args.backbone in EXPORTED_BACKBONES:
             from export.runtime import BackendError
 
             if isinstance(exc, BackendError):  # e.g. a scene beyond the TensorRT profile's voxel bounds
@@ -97,7 +97,7 @@ def _print_report(console, name: str, stage_ms: dict, notes: dict, provider: str
 
     console.print(f"{name}: {notes['points']} points, {notes['voxels']} voxels, {notes['candidates']} candidates, "
                   f"{notes['instances']} instances, {notes['predicted']} predicted", markup=False, soft_wrap=True)
-    console.print(f"device {device.type}, backbone on {provider}, superpoints {notes['superpoints']}",
+    console.print(f"device {device.type}, {provider}, superpoints {notes['superpoints']}",
                   markup=False, soft_wrap=True)
     table = Table()
     table.add_column("stage")
@@ -122,10 +122,7 @@ def main(argv: list[str] | None = None) -> int:
     console = Console()
     started = time.perf_counter()
     try:
-        device = resolve_device(args.device)
-        model = load_model(device, args.checkpoint, args.random_weights, args.seed)
-        exported = load_exported_backbone(args.backend, args.engine_file, device)
-        later_stages = prepare_triton(device) if args.backend == "triton" else "PyTorch"
+        session = build_session(args)
     except UserError as exc:
         print_error(exc)
         return 1
@@ -138,14 +135,13 @@ def main(argv: list[str] | None = None) -> int:
     for index, scene_path in enumerate(args.scenes, start=1):
         try:
             with console.status(f"[{index}/{len(args.scenes)}] segmenting {scene_path.name}"):
-                name, result, stage_ms, notes = _segment(args, model, exported, device, scene_path,
-                                                         len(args.scenes))
+                name, result, stage_ms, notes = _segment(args, session, scene_path, len(args.scenes))
         except UserError as exc:
             print_error(exc)
             failures += 1
             continue
-        provider = exported.provider if exported is not None else f"sparse conv {model.provider}"
-        _print_report(console, name, stage_ms, notes, f"{provider}, later stages on {later_stages}", device)
+        _print_report(console, name, stage_ms, notes,
+                      f"backbone {result.backbone}, later stages on {kernels_description(session)}", session.device)
         console.print(f"wrote {args.out / (name + '.txt')}, {name}_instances.ply, {name}.png", markup=False)
         if running is not None:
             try:

@@ -1,5 +1,6 @@
-"""What a command needs before its first scene: the device, the sparse-conv provider and the
-weights. Shared by ``engine.run`` and ``python -m profiling``; imports torch only when called."""
+"""What a command needs before its first scene: the device, the weights, the backbone and the
+kernels, built once into an ``engine.pipeline.Session``. Shared by ``engine.run`` and
+``python -m profiling``; imports torch only when called."""
 
 from __future__ import annotations
 
@@ -42,48 +43,78 @@ def resolve_checkpoint(checkpoint: Path | None, random_weights: bool) -> Path | 
                     "or use --random-weights to test the pipeline")
 
 
-def load_model(device, checkpoint: Path | None, random_weights: bool, seed: int):
-    """A DKNet in eval mode on ``device`` with the resolved weights; problems become UserError."""
+def load_model(checkpoint: Path | None, random_weights: bool, seed: int):
+    """A DKNet in eval mode (on the CPU) with the resolved weights; problems become UserError."""
     from engine.checkpoint import CheckpointError, load_checkpoint, randomize_weights
     from engine.model import build_model
-    from engine.sparse_provider import ProviderError, select_provider
 
     path = resolve_checkpoint(checkpoint, random_weights)
+    model = build_model()
     try:
-        model = build_model(select_provider(device))
         if path is None:
             randomize_weights(model, seed)
         else:
             load_checkpoint(model, path)
-    except (ProviderError, CheckpointError) as exc:
+    except CheckpointError as exc:
         raise UserError(str(exc)) from None
-    return model.to(device).eval()
+    return model.eval()
 
 
-def prepare_triton(device) -> str:
-    """Make the Triton kernels runnable on ``device`` before triton is first imported: compiled on
-    CUDA, Triton's interpreter on CPU (``TRITON_INTERPRET=1``: correct but slow, for testing).
-    Returns how they will run; UserError when they cannot."""
-    if device.type == "cpu":
-        os.environ.setdefault("TRITON_INTERPRET", "1")
-    from kernels._triton import INTERPRETER, TRITON_IMPORTED, triton_available
+def build_backbone(choice: str, model, device, engine_file: Path | None = None):
+    """The ``--backbone`` runner (``engine.pipeline.Backbone``) on ``device``; UserError when it
+    cannot run there (spconv not installed, no TensorRT or GPU, a bad engine file)."""
+    if choice == "native":
+        from engine.backbone.native import NativeBackbone
 
-    if not TRITON_IMPORTED:
-        raise UserError("--backend triton needs the triton package (pip install triton)")
-    if not triton_available(device):
-        raise UserError(f"--backend triton cannot run on {device.type} here: compiled kernels need CUDA, "
-                        "the interpreter CPU (it was switched off by TRITON_INTERPRET=0)")
-    return "Triton interpreter (slow; CPU testing only)" if INTERPRETER else "Triton (compiled)"
+        return NativeBackbone.from_model(model, device)
+    if choice == "spconv":
+        from engine.backbone.spconv_unet import ProviderError, SpconvBackbone, select_provider
 
-
-def load_exported_backbone(backend: str, engine_file: Path | None, device):
-    """The exported backbone for ``backend`` (None for the reference and triton backends, whose
-    backbone is the model's own); UserError on failure."""
-    if backend in ("reference", "triton"):
-        return None
+        try:
+            return SpconvBackbone(model, select_provider(device), device)
+        except ProviderError as exc:
+            raise UserError(f"--backbone spconv: {exc}") from None
     from export.runtime import BackendError, load_backbone
 
     try:
-        return load_backbone(backend, engine_file, device)
+        return load_backbone(choice, engine_file, device)
     except BackendError as exc:
         raise UserError(str(exc)) from None
+
+
+def build_session(args):
+    """The ``engine.pipeline.Session`` of a command's parsed arguments (``engine.cli_args``):
+    device, weights, backbone and kernels. Problems become UserError."""
+    from engine.pipeline import Session
+
+    device = resolve_device(args.device)
+    model = load_model(args.checkpoint, args.random_weights, args.seed).to(device)
+    kernels = args.kernels or ("triton" if device.type == "cuda" else "torch")
+    if kernels == "triton":
+        prepare_triton(device)
+    backbone = build_backbone(args.backbone, model, device, args.engine_file)
+    return Session(model=model, backbone=backbone, kernels=kernels, device=device)
+
+
+def kernels_description(session) -> str:
+    """How the later stages run, for reports."""
+    if not session.use_triton:
+        return "PyTorch"
+    from kernels._triton import INTERPRETER
+
+    return "Triton interpreter (slow; CPU testing only)" if INTERPRETER else "Triton (compiled)"
+
+
+def prepare_triton(device) -> None:
+    """Make the Triton kernels runnable on ``device`` before triton is first imported: compiled on
+    CUDA, Triton's interpreter on CPU (``TRITON_INTERPRET=1``: correct but slow, for testing).
+    UserError when they cannot."""
+    if device.type == "cpu":
+        os.environ.setdefault("TRITON_INTERPRET", "1")
+    from kernels._triton import TRITON_IMPORTED, triton_available
+
+    if not TRITON_IMPORTED:
+        raise UserError("--kernels triton needs the triton package (pip install triton)")
+    if not triton_available(device):
+        raise UserError(f"--kernels triton cannot run on {device.type} here: compiled kernels need CUDA, "
+                        "the interpreter CPU (it was switched off by TRITON_INTERPRET=0)")

@@ -25,6 +25,7 @@ import sys
 from pathlib import Path
 
 from engine.atomic import atomic_file
+from engine.cli_args import add_weight_arguments
 
 OPSET = 17
 EXAMPLE_SEED = 0
@@ -38,7 +39,7 @@ def input_names() -> list[str]:
 
 def dynamic_axes() -> dict[str, dict[int, str]]:
     """Axis 0 of every input and output: ``voxels_<level>`` or ``points``."""
-    from export.gather_conv import OUTPUT_NAMES
+    from engine.backbone.folded import OUTPUT_NAMES
     from engine.backbone.kernel_maps import LEVELS
 
     axes = {"voxel_features": {0: "voxels_1"}, "point_to_voxel": {0: "points"}}
@@ -75,7 +76,8 @@ def export_backbone(state: dict, out: Path, fp16: bool = False, weights: str = "
     import onnx
     import torch
 
-    from export.gather_conv import OUTPUT_NAMES, GatherBackbone
+    from engine.backbone.folded import OUTPUT_NAMES
+    from export.gather_conv import GatherBackbone
 
     module = GatherBackbone(state, dtype=torch.float16 if fp16 else torch.float32)
     with atomic_file(Path(out)) as tmp:
@@ -103,27 +105,25 @@ def read_metadata(path: Path) -> dict[str, str]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m export.onnx",
                                      description="Export DKNet's sparse U-Net and point heads to ONNX.")
-    weights = parser.add_mutually_exclusive_group(required=True)
-    weights.add_argument("--checkpoint", type=Path, metavar="CKPT", help="official DKNet checkpoint")
-    weights.add_argument("--random-weights", action="store_true", help="seeded random weights (for testing)")
-    parser.add_argument("--seed", type=int, default=0, help="seed for --random-weights (default 0)")
+    add_weight_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, metavar="FILE.onnx", help="output file")
     parser.add_argument("--fp16", action="store_true", help="float16 weights and activations (float32 I/O)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    import torch
-
-    from engine.session import UserError, load_model, print_error
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.random_weights and args.checkpoint is not None:
+        parser.error("give either --checkpoint or --random-weights, not both")
+    from engine.session import UserError, load_model, print_error, resolve_checkpoint
 
     try:
-        model = load_model(torch.device("cpu"), args.checkpoint, args.random_weights, args.seed)
+        model = load_model(args.checkpoint, args.random_weights, args.seed)
     except UserError as exc:
         print_error(exc)
         return 1
-    weights = f"random (seed {args.seed})" if args.random_weights else args.checkpoint.name
+    weights = f"random (seed {args.seed})" if args.random_weights else resolve_checkpoint(args.checkpoint, False).name
     try:
         export_backbone(model.state_dict(), args.out, fp16=args.fp16, weights=weights)
     except OSError as exc:

@@ -23,25 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine.model import PointOutputs, object_points
-from export.gather_conv import OUTPUTS
+from engine.backbone.folded import OUTPUTS
 from engine.backbone.kernel_maps import build_kernel_maps, map_names
+from engine.model import PointOutputs, select_object_points
 
 BACKENDS = ("onnxruntime", "tensorrt")
 
 
 class BackendError(RuntimeError):
     """The exported backbone cannot be loaded or run; the message is one line."""
-
-
-def select_object_points(semantic_scores: torch.Tensor, offsets: torch.Tensor, heat_logits: torch.Tensor,
-                         mask_features: torch.Tensor, kernel_features: torch.Tensor) -> PointOutputs:
-    """Graph outputs for all N points -> ``PointOutputs`` (heat logits and kernel features of object
-    points only, selected by ``engine.model.object_points`` as in ``DKNet.forward``)."""
-    labels, object_idx = object_points(semantic_scores)
-    return PointOutputs(semantic_scores=semantic_scores, offsets=offsets, labels=labels, object_idx=object_idx,
-                        heat_logits=heat_logits[object_idx], mask_features=mask_features,
-                        kernel_features=kernel_features[object_idx])
 
 
 class ExportedBackbone(ABC):

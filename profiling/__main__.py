@@ -15,20 +15,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.cli_args import BACKENDS, EXPORTED_BACKENDS
+from engine.cli_args import check_session_arguments, session_parser
 from profiling.report import ProfileReport, StageStats
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m profiling", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python -m profiling", description=__doc__.splitlines()[0],
+                                     parents=[session_parser()])
     parser.add_argument("scene", type=Path, metavar="SCENE.ply")
-    weights = parser.add_mutually_exclusive_group()
-    weights.add_argument("--checkpoint", type=Path, metavar="CKPT", help="default: $DKNET_CHECKPOINT")
-    weights.add_argument("--random-weights", action="store_true")
-    parser.add_argument("--seed", type=int, default=0, help="seed for --random-weights")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--backend", choices=BACKENDS, default="reference")
-    parser.add_argument("--engine-file", type=Path, metavar="PATH", help="exported backbone (onnxruntime, tensorrt)")
     parser.add_argument("--repeats", type=int, default=5, help="timed runs after one warm-up (default 5)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="also write the report as JSON")
     return parser
@@ -46,16 +40,13 @@ def profile(args) -> ProfileReport:
     from engine.outputs import write_scene_outputs
     from engine.pipeline import infer_scene
     from engine.scene_io import read_scene
-    from engine.session import load_exported_backbone, load_model, prepare_triton, resolve_device
+    from engine.session import build_session
     from engine.superpoints import superpoints_for_scene
     from profiling.devices import device_throughput
     from profiling.stage_timer import StageTimer
 
-    device = resolve_device(args.device)
-    model = load_model(device, args.checkpoint, args.random_weights, args.seed)
-    exported = load_exported_backbone(args.backend, args.engine_file, device)
-    if args.backend == "triton":
-        prepare_triton(device)
+    session = build_session(args)
+    device = session.device
     io_ms = {}
     began = time.perf_counter()
     scene = read_scene(args.scene)
@@ -68,8 +59,7 @@ def profile(args) -> ProfileReport:
     runs = []
     for _ in range(args.repeats + 1):
         timer = StageTimer(device)
-        result = infer_scene(model, scene.xyz, scene.rgb, superpoints, device, timer, exported,
-                             use_triton=args.backend == "triton")
+        result = infer_scene(session, scene.xyz, scene.rgb, superpoints, timer)
         runs.append(timer.ms)
     with tempfile.TemporaryDirectory() as out:
         began = time.perf_counter()
@@ -79,7 +69,8 @@ def profile(args) -> ProfileReport:
     return ProfileReport(
         scene={"name": scene.name, "points": scene.num_points, "voxels": result.num_voxels,
                "candidates": int(result.candidates.size), "instances": int(result.instance_centers.size)},
-        backend=args.backend,
+        backbone=result.backbone,
+        kernels=session.kernels,
         throughput=device_throughput(device),
         runs=runs[1:],
         io_ms=io_ms,
@@ -95,7 +86,8 @@ def render(report: ProfileReport) -> None:
     console = Console(width=None if sys.stdout.isatty() else 140)  # piped: don't squeeze to 80 columns
     scene, tp = report.scene, report.throughput
     console.print(f"{scene['name']}: {scene['points']} points, {scene['voxels']} voxels, {scene['candidates']} "
-                  f"candidates, {scene['instances']} instances; backend {report.backend}; {len(report.runs)} runs",
+                  f"candidates, {scene['instances']} instances; backbone {report.backbone}, kernels "
+                  f"{report.kernels}; {len(report.runs)} runs",
                   markup=False, soft_wrap=True)
     console.print(f"device {tp.name}: {tp.fp32_tflops:.3g} float32 TFLOP/s ({tp.source}), "
                   f"{tp.speed_vs_rtx3090:.3g}x an RTX 3090 (35.6); norm. budget = budget / that",
@@ -119,8 +111,7 @@ def render(report: ProfileReport) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if (args.engine_file is None) != (args.backend not in EXPORTED_BACKENDS):
-        parser.error("--engine-file goes with --backend onnxruntime or tensorrt, and only with them")
+    check_session_arguments(parser, args)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     from engine.scene_io import SceneInputError

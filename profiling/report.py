@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from profiling.budget import RTX3090_BUDGET_MS, RTX3090_TOTAL_MS, STAGES
 from profiling.devices import DeviceThroughput
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: "backend" split into "backbone" and "kernels"
 
 
 @dataclass
@@ -45,7 +45,8 @@ def summarize(runs: list[dict[str, float]], budget_ms: float, throughput: Device
 @dataclass
 class ProfileReport:
     scene: dict  # name, points, voxels, candidates, instances
-    backend: str
+    backbone: str  # what ran the backbone (the Session's backbone provider)
+    kernels: str  # torch or triton
     throughput: DeviceThroughput
     runs: list[dict[str, float]]  # stage -> ms, one dict per timed run
     io_ms: dict[str, float] = field(default_factory=dict)  # read, superpoints, write (outside the budget)
@@ -70,7 +71,8 @@ class ProfileReport:
         return {
             "schema_version": SCHEMA_VERSION,
             "scene": self.scene,
-            "backend": self.backend,
+            "backbone": self.backbone,
+            "kernels": self.kernels,
             "device": {"name": self.throughput.name, "fp32_tflops": self.throughput.fp32_tflops,
                        "memory_gbps": self.throughput.memory_gbps, "throughput_source": self.throughput.source,
                        "speed_vs_rtx3090": self.throughput.speed_vs_rtx3090},

@@ -43,22 +43,23 @@ def measure(sizes: list[int], instance_counts: list[int], repeats: int, seed: in
     import torch
 
     from engine.pipeline import run_backbone, run_decoding, run_encoding, run_post_processing
-    from engine.session import load_model
+    from engine.session import build_backbone, load_model
     from engine.synthetic import generate_scene
 
     device = torch.device("cpu")
-    model = load_model(device, None, True, seed)
+    model = load_model(None, True, seed)
+    native = build_backbone("native", model, device)
     by_points: dict[str, list[float]] = {s: [] for s in ("backbone", "encoding", "decoding", "post_processing")}
     scenes = []
     with torch.no_grad():
         for size in sizes:
             scene = generate_scene(size, seed=1)
             segments = scene.segments.astype(np.int64)
-            backbone = run_backbone(model, scene.vertices_m, scene.colors, device)
+            backbone = run_backbone(native, scene.vertices_m, scene.colors, device)
             encoded = run_encoding(model, backbone)
             masks = run_decoding(backbone, encoded)
             by_points["backbone"].append(
-                _median_ms(lambda s=scene: run_backbone(model, s.vertices_m, s.colors, device), repeats))
+                _median_ms(lambda s=scene: run_backbone(native, s.vertices_m, s.colors, device), repeats))
             by_points["encoding"].append(_median_ms(lambda b=backbone: run_encoding(model, b), repeats))
             by_points["decoding"].append(_median_ms(lambda b=backbone, e=encoded: run_decoding(b, e), repeats))
             by_points["post_processing"].append(_median_ms(

@@ -7,7 +7,7 @@ import torch
 
 from engine.checkpoint import randomize_weights
 from engine.model import build_model
-from engine.sparse_provider import select_provider
+from engine.session import build_backbone
 
 
 def pytest_addoption(parser):
@@ -34,6 +34,17 @@ def cpu() -> torch.device:
 
 @pytest.fixture(scope="session")
 def random_model(cpu):
-    model = build_model(select_provider(cpu))
+    model = build_model()
     randomize_weights(model, seed=0)
     return model
+
+
+@pytest.fixture(scope="session")
+def spconv_backbone(random_model, cpu):
+    """spconv's U-Net with the random model's weights: the oracle of the other backbones."""
+    return build_backbone("spconv", random_model, cpu)
+
+
+@pytest.fixture(scope="session")
+def native_backbone(random_model, cpu):
+    return build_backbone("native", random_model, cpu)

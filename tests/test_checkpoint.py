@@ -10,7 +10,6 @@ import torch
 
 from engine.checkpoint import CheckpointError, load_checkpoint, randomize_weights
 from engine.model import build_model
-from engine.sparse_provider import select_provider
 
 # A copy of shared/dknet/official-checkpoint-keys.txt: every tensor of the released checkpoint.
 KEYS_FILE = Path(__file__).resolve().parent / "data" / "official-checkpoint-keys.txt"
@@ -36,7 +35,7 @@ def test_parameter_count_is_30_1_million(random_model):
 
 
 def _fresh(cpu):
-    return build_model(select_provider(cpu))
+    return build_model()
 
 
 @pytest.mark.parametrize("wrap", ["model_dict", "bare", "module_prefix"])

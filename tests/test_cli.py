@@ -36,7 +36,7 @@ def test_end_to_end_outputs_and_dump(scene_path, tmp_path, capsys):
     assert code == 0, err
     for stage in ("backbone", "encoding", "decoding", "post_processing", "160.6", "129.3", "16.3", "45.9"):
         assert stage in stdout
-    assert "spconv" in stdout and "segs.json" in stdout
+    assert "backbone native" in stdout and "segs.json" in stdout
     dump = np.load(tmp_path / "d.npz")
     n = PlyData.read(str(scene_path))["vertex"].count
     assert dump["semantic_scores"].shape == (n, 20) and dump["semantic_scores"].dtype == np.float32
@@ -49,6 +49,7 @@ def test_end_to_end_outputs_and_dump(scene_path, tmp_path, capsys):
     masks = dump["pred_masks"]
     assert masks.dtype == bool and masks.shape[1] == n and masks.sum(0).max(initial=0) <= 1  # disjoint
     assert dump["pred_labels"].shape == dump["pred_scores"].shape == (masks.shape[0],)
+    assert str(dump["backbone"]).startswith("native")
     assert set(dump["pred_labels"].tolist()) <= {3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 14, 16, 24, 28, 33, 34, 36, 39}
     lines = (out / "scene0007_00.txt").read_text().splitlines()
     assert len(lines) == masks.shape[0]
@@ -152,7 +153,7 @@ def test_out_of_memory_is_one_line(scene_path, tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("argv,needle", [(["--engine-file", "x.onnx"], "--engine-file"),
-                                         (["--backend", "onnxruntime"], "needs --engine-file"),
+                                         (["--backbone", "onnxruntime"], "needs --engine-file"),
                                          (["--random-weights", "--checkpoint", "c.pth"], "not both")])
 def test_usage_errors(scene_path, capsys, argv, needle):
     with pytest.raises(SystemExit) as info:
@@ -213,33 +214,34 @@ def test_running_ap_with_missing_or_wrong_ground_truth(scene_path, tmp_path, cap
     assert code == 1 and "scene0007_00.txt" in err and err.count("\n") == 1
 
 
-def test_onnxruntime_backend_gives_the_reference_results(scene_path, tmp_path, capsys):
+def test_onnxruntime_backbone_gives_the_spconv_results(scene_path, tmp_path, capsys):
     from export.onnx import main as export_main
 
     onnx_file = tmp_path / "backbone.onnx"
     assert export_main(["--random-weights", "--seed", "3", "--out", str(onnx_file)]) == 0
     dumps = {}
-    for backend in ("reference", "onnxruntime"):
-        extra = ["--backend", backend, "--engine-file", onnx_file] if backend == "onnxruntime" else []
+    for backend in ("spconv", "onnxruntime"):
+        extra = ["--engine-file", onnx_file] if backend == "onnxruntime" else []
         code, stdout, err = _run([scene_path, "--random-weights", "--seed", "3", "--out", tmp_path / backend,
-                                  "--dump", tmp_path / f"{backend}.npz", *extra], capsys)
+                                  "--dump", tmp_path / f"{backend}.npz", "--backbone", backend, *extra], capsys)
         assert code == 0, err
         dumps[backend] = np.load(tmp_path / f"{backend}.npz")
     assert "onnxruntime CPUExecutionProvider" in stdout
-    ref, ort = dumps["reference"], dumps["onnxruntime"]
+    ref, ort = dumps["spconv"], dumps["onnxruntime"]
+    assert str(ref["backbone"]).startswith("spconv") and str(ort["backbone"]).startswith("onnxruntime")
     np.testing.assert_allclose(ort["semantic_scores"], ref["semantic_scores"], rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(ort["offsets"], ref["offsets"], rtol=1e-5, atol=1e-5)
     for key in ("candidates", "instance_centers", "thresholds", "pred_masks", "pred_labels"):
         assert np.array_equal(ort[key], ref[key]), key
 
 
-def test_onnxruntime_backend_with_a_missing_engine_file(scene_path, tmp_path, capsys):
-    code, _, err = _run([scene_path, "--random-weights", "--backend", "onnxruntime", "--engine-file",
+def test_onnxruntime_backbone_with_a_missing_engine_file(scene_path, tmp_path, capsys):
+    code, _, err = _run([scene_path, "--random-weights", "--backbone", "onnxruntime", "--engine-file",
                          tmp_path / "none.onnx", "--out", tmp_path / "o"], capsys)
     assert code == 1 and err.count("\n") == 1 and "none.onnx" in err
 
 
-def test_exported_backend_failure_is_one_line(scene_path, tmp_path, capsys, monkeypatch):
+def test_exported_backbone_failure_is_one_line(scene_path, tmp_path, capsys, monkeypatch):
     from export.onnx import main as export_main
     from export.runtime import BackendError, OnnxRuntimeBackbone
 
@@ -251,7 +253,7 @@ def test_exported_backend_failure_is_one_line(scene_path, tmp_path, capsys, monk
 
     monkeypatch.setattr(OnnxRuntimeBackbone, "__call__", refuse)
     out = tmp_path / "o"
-    code, _, err = _run([scene_path, "--random-weights", "--backend", "onnxruntime", "--engine-file", onnx_file,
+    code, _, err = _run([scene_path, "--random-weights", "--backbone", "onnxruntime", "--engine-file", onnx_file,
                          "--out", out], capsys)
     assert code == 1 and err.count("\n") == 1 and "above the profile" in err
     assert not out.exists() or not any(out.iterdir())

@@ -8,8 +8,8 @@ import torch
 
 from engine.model import build_model
 from engine.pipeline import infer_scene
-from engine.sparse_provider import select_provider
 from profiling.stage_timer import StageTimer
+from tests.sessions import cpu_session
 
 
 def _scene(num: int, seed: int = 0):
@@ -19,14 +19,14 @@ def _scene(num: int, seed: int = 0):
 
 def _run(model, xyz, rgb, cpu, superpoints=None):
     timer = StageTimer(cpu)
-    result = infer_scene(model, xyz, rgb, superpoints, cpu, timer)
+    result = infer_scene(cpu_session(model), xyz, rgb, superpoints, timer)
     assert set(timer.ms) == {"backbone", "encoding", "decoding", "post_processing"}
     return result
 
 
 def _biased(model, class_index: int):
     """A copy of the model whose semantic head always predicts ``class_index``."""
-    biased = build_model(select_provider(torch.device("cpu")))
+    biased = build_model()
     biased.load_state_dict(model.state_dict())
     with torch.no_grad():
         biased.linear[6].bias.zero_()

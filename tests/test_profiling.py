@@ -19,7 +19,7 @@ HALF_3090 = DeviceThroughput("test GPU", DATASHEET["RTX 3090"][0] / 2, 500.0, "d
 
 def _report(runs):
     return ProfileReport(scene={"name": "s", "points": 10, "voxels": 9, "candidates": 2, "instances": 1},
-                         backend="reference", throughput=HALF_3090, runs=runs,
+                         backbone="native", kernels="torch", throughput=HALF_3090, runs=runs,
                          io_ms={"read": 1.0}, peak_memory_mb={"host": 100.0, "device": None})
 
 
@@ -48,8 +48,8 @@ def test_stage_arithmetic():
 
 def test_json_schema():
     data = _report([{s: 1.0 for s in STAGES}]).to_json()
-    assert set(data) == {"schema_version", "scene", "backend", "device", "repeats", "stages", "total", "io_ms",
-                         "peak_memory_mb"}
+    assert set(data) == {"schema_version", "scene", "backbone", "kernels", "device", "repeats", "stages", "total",
+                         "io_ms", "peak_memory_mb"}
     assert set(data["stages"]) == set(STAGES)
     for entry in [*data["stages"].values(), data["total"]]:
         assert {"ms", "budget_ms", "ratio", "verdict", "normalized_budget_ms", "normalized_ratio",
@@ -90,7 +90,8 @@ def test_cli_writes_json(tmp_path, capsys):
     assert "post_processing" in out and "norm. budget" in out
     data = json.loads((tmp_path / "p.json").read_text())
     assert data["repeats"] == 2 and data["scene"]["points"] == scene.num_points
-    assert data["backend"] == "reference" and data["peak_memory_mb"]["host"] > 0
+    assert data["backbone"].startswith("native") and data["kernels"] == "torch"
+    assert data["peak_memory_mb"]["host"] > 0
     assert set(data["io_ms"]) == {"read", "superpoints", "write"}
 
 
@@ -100,8 +101,8 @@ def test_cli_bad_scene_is_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "none.ply" in err
 
 
-@pytest.mark.parametrize("argv", [["--repeats", "0"], ["--backend", "tensorrt"],
-                                  ["--backend", "triton", "--engine-file", "x.onnx"]])
+@pytest.mark.parametrize("argv", [["--repeats", "0"], ["--backbone", "tensorrt"],
+                                  ["--backbone", "native", "--engine-file", "x.onnx"], ["--kernels", "numba"]])
 def test_cli_usage_errors(tmp_path, argv):
     with pytest.raises(SystemExit) as info:
         profiling_main([str(tmp_path / "x.ply"), "--random-weights", *argv])

@@ -24,7 +24,7 @@ parent, as in spconv, so it contributes nothing to the deeper levels and receive
 inverse conv. Level ``l + 1`` is ordered by ``(x, y, z)``; spconv orders it its own way, which changes
 nothing outside the U-Net because level 1 keeps the caller's voxel order.
 
-Everything is vectorized torch (sort + ``searchsorted``; no Python loop over voxels) and runs on
+Everything is vectorized torch (a dense lookup table or sort + ``searchsorted``; no Python loop over voxels) and runs on
 the device of ``coords`` (CPU or CUDA).
 """
 
@@ -37,7 +37,11 @@ import torch
 from engine.model import UNET_LEVELS as LEVELS
 
 SUBM_OFFSETS = 27
+SUBM_CENTRE = 13  # the offset (0, 0, 0): every voxel is its own neighbour there
 DOWN_OFFSETS = 8
+# Submanifold lookups use a dense table of the (padded) grid up to this many cells (int32: 4 bytes
+# each, 512 MiB at most), else sorted keys and binary search. Both give the same map.
+DENSE_LOOKUP_CELLS = 1 << 27
 
 # (27, 3) neighbour offsets in spconv's weight order: k = 9 (dx+1) + 3 (dy+1) + (dz+1).
 _SUBM_DELTAS = torch.stack(torch.meshgrid(*[torch.arange(-1, 2)] * 3, indexing="ij"), dim=-1).reshape(-1, 3)
@@ -83,15 +87,22 @@ def submanifold_map(coords: torch.Tensor) -> torch.Tensor:
     """(V, 27) int64 rows of each voxel's 3³ neighbours, ``V`` where absent; ``coords`` (V, 3) int64.
 
     Keys are taken on a grid padded by one cell per side, so a neighbour outside the scene's grid
-    gets a key no voxel has. Lookup: sort the keys once, ``searchsorted`` all 27 V queries.
+    gets a key no voxel has. Lookup: a dense table of the padded grid holding each voxel's row
+    (``DENSE_LOOKUP_CELLS`` at most), read at the 27 V neighbour keys; for larger grids, sort the
+    keys once and ``searchsorted`` the queries.
     """
     num = coords.shape[0]
     if num == 0:
         return torch.empty(0, SUBM_OFFSETS, dtype=torch.int64, device=coords.device)
     padded = (coords.max(dim=0).values + 3).tolist()
     keys = _keys(coords + 1, padded)
-    sorted_keys, order = torch.sort(keys)
     queries = _keys(coords[:, None, :] + 1 + _SUBM_DELTAS.to(coords.device), padded)  # (V, 27)
+    cells = padded[0] * padded[1] * padded[2]
+    if cells <= DENSE_LOOKUP_CELLS:
+        table = torch.full((cells,), num, dtype=torch.int32, device=coords.device)
+        table[keys] = torch.arange(num, dtype=torch.int32, device=coords.device)
+        return table[queries].long()
+    sorted_keys, order = torch.sort(keys)
     pos = torch.searchsorted(sorted_keys, queries).clamp_(max=num - 1)
     return torch.where(sorted_keys[pos] == queries, order[pos], num)
 

@@ -45,12 +45,12 @@ def _onednn_linear_available() -> bool:
 _ONEDNN_LINEAR = _onednn_linear_available()
 
 
-def linear(rows: torch.Tensor, weight_t: torch.Tensor) -> torch.Tensor:
-    """``rows (R, Cin) @ weight_t.T`` -> (R, Cout), weight_t (Cout, Cin) contiguous; oneDNN on CPU
-    float32 when available (see the module docstring), else ``F.linear``."""
+def linear(rows: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``rows (R, Cin) @ weight_t.T (+ bias)`` -> (R, Cout), weight_t (Cout, Cin) contiguous; oneDNN
+    on CPU float32 when available (see the module docstring), else ``F.linear``."""
     if _ONEDNN_LINEAR and rows.device.type == "cpu" and rows.dtype == torch.float32 and rows.shape[0]:
-        return torch.ops.mkldnn._linear_pointwise(rows, weight_t, None, "none", [], "")
-    return F.linear(rows, weight_t)
+        return torch.ops.mkldnn._linear_pointwise(rows, weight_t, bias, "none", [], "")
+    return F.linear(rows, weight_t, bias)
 
 
 @dataclass(frozen=True)
@@ -105,11 +105,11 @@ def sparse_conv(features: torch.Tensor, pairs: OffsetPairs, weight_t: torch.Tens
     (V_out, Cout) float32. See the module docstring for the order of the sums."""
     num_out, out_channels = pairs.num_out, weight_t.shape[1]
     if pairs.identity is not None:
-        out = linear(features, weight_t[pairs.identity])
+        out = linear(features, weight_t[pairs.identity], bias)
     else:
         out = features.new_zeros(num_out, out_channels)
-    if bias is not None:
-        out += bias
+        if bias is not None:
+            out += bias
     for k in range(pairs.num_offsets):
         if k == pairs.identity or not pairs.in_rows[k].numel():
             continue

@@ -6,8 +6,7 @@ import torch
 from spconv.core import ConvAlgo
 from spconv.pytorch import ops
 
-from engine.model import _sparse_threads
-from engine.sparse_provider import select_provider
+from engine.backbone.spconv_unet import select_provider, spconv_threads
 
 CPU = torch.device("cpu")
 sp = select_provider(CPU).module
@@ -36,7 +35,7 @@ def spconv_pairs(coords: torch.Tensor, shape: list[int], subm: bool):
     """spconv's (output indices (P, 3), pairs (2, K, n): input row, output row, counts (K,))."""
     indices = torch.cat((torch.zeros(coords.shape[0], 1, dtype=torch.int64), coords), dim=1).int()
     k, s, p = ([3] * 3, [1] * 3, [1] * 3) if subm else ([2] * 3, [2] * 3, [0] * 3)
-    with torch.no_grad(), _sparse_threads("spconv", CPU):
+    with torch.no_grad(), spconv_threads("spconv", CPU):
         out, pairs, counts = ops.get_indice_pairs(indices, 1, shape, ConvAlgo.Native, k, s, p, [1] * 3, [0] * 3,
                                                   subm=subm)
     return out[:, 1:].long(), pairs.long(), counts.long()

@@ -4,7 +4,7 @@ CPU backbone (the reference variant) against the exported backbone on ONNX Runti
 Both variants take the voxelized scene and return ``PointOutputs`` (U-Net and point heads); the
 ONNX Runtime time includes building the kernel maps, which are also timed alone. ``extra_info``
 carries the voxel count per level and the largest difference from the reference's outputs.
-spconv's CPU build runs single-threaded (``engine.model._sparse_threads``); ONNX Runtime uses its
+spconv's CPU build runs single-threaded (``engine.backbone.spconv_unet.spconv_threads``); ONNX Runtime uses its
 default intra-op threads. ONNX Runtime's first two calls grow its memory arena (gigabytes of
 gathered neighbour rows) and take 1.5-2x longer, so its variant warms up twice.
 """
@@ -14,12 +14,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from engine.backbone.kernel_maps import build_kernel_maps
 from engine.checkpoint import randomize_weights
 from engine.model import build_model
 from engine.preprocess import voxelize
-from engine.sparse_provider import select_provider
 from engine.synthetic import generate_scene
-from engine.backbone.kernel_maps import build_kernel_maps
 from export.onnx import export_backbone
 from export.runtime import load_backbone
 
@@ -30,7 +29,7 @@ FIELDS = ("semantic_scores", "offsets", "heat_logits", "mask_features", "kernel_
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
     device = torch.device("cpu")
-    model = build_model(select_provider(device))
+    model = build_model()
     randomize_weights(model, seed=0)
     synthetic = generate_scene(POINTS, seed=1)
     vox = voxelize(synthetic.vertices_m, synthetic.colors, device)

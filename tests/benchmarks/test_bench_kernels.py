@@ -169,7 +169,6 @@ def encoding_inputs():
     from engine.checkpoint import randomize_weights
     from engine.encoding import Candidates
     from engine.model import build_model
-    from engine.sparse_provider import select_provider
 
     rng = np.random.default_rng(3)
     num_points, count = 20_000, 150
@@ -184,7 +183,7 @@ def encoding_inputs():
     arrays = tuple(t.to(DEVICE) for t in (torch.randn(num_points, 16, generator=g),
                                           torch.rand(num_points, 3, generator=g) * 5,
                                           torch.randn(num_points, 3, generator=g) * 0.1))
-    model = build_model(select_provider(torch.device("cpu")))
+    model = build_model()
     randomize_weights(model, seed=0)
     model = model.to(DEVICE).eval()
     descriptors = torch.randn(count, 35, generator=g).to(DEVICE)

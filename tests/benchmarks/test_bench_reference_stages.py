@@ -15,7 +15,7 @@ import torch
 from engine.checkpoint import randomize_weights
 from engine.model import build_model
 from engine.pipeline import EncodingResult, run_backbone, run_decoding, run_encoding, run_post_processing
-from engine.sparse_provider import select_provider
+from engine.session import build_backbone
 from engine.synthetic import generate_scene
 from profiling.budget import RTX3090_BUDGET_MS
 
@@ -24,7 +24,7 @@ SIZES = [20_000, 150_000, pytest.param(400_000, marks=pytest.mark.large)]
 
 @pytest.fixture(scope="module")
 def model():
-    built = build_model(select_provider(torch.device("cpu")))
+    built = build_model()
     randomize_weights(built, seed=0)
     return built
 
@@ -35,7 +35,8 @@ def scene(request, model):
     scope makes pytest run every benchmark of one size before building the next."""
     synthetic = generate_scene(request.param, seed=1)
     with torch.no_grad():
-        backbone = run_backbone(model, synthetic.vertices_m, synthetic.colors, torch.device("cpu"))
+        native = build_backbone("native", model, torch.device("cpu"))
+        backbone = run_backbone(native, synthetic.vertices_m, synthetic.colors, torch.device("cpu"))
         encoded = run_encoding(model, backbone)
     return request.param, backbone, encoded, synthetic.segments.astype(np.int64)
 

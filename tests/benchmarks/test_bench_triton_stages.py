@@ -34,18 +34,16 @@ def cuda_scene():
     device = _cuda_triton_or_skip()
     from engine.checkpoint import randomize_weights
     from engine.model import build_model
-    from engine.sparse_provider import ProviderError, select_provider
+    from engine.session import build_backbone
     from engine.synthetic import generate_scene
 
-    try:
-        model = build_model(select_provider(device))
-    except ProviderError as exc:
-        pytest.skip(f"no sparse-conv provider on CUDA: {exc}")
+    model = build_model()
     randomize_weights(model, seed=0)
     model = model.to(device).eval()
     synthetic = generate_scene(150_000, seed=1)
     with torch.no_grad():
-        backbone = run_backbone(model, synthetic.vertices_m, synthetic.colors, device)
+        backbone = run_backbone(build_backbone("native", model, device), synthetic.vertices_m, synthetic.colors,
+                                device)
         encoded = run_encoding(model, backbone)
     return model, backbone, encoded, synthetic.segments.astype(np.int64)
 

@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from engine.model import _sparse_threads
+from engine.backbone.folded import Conv1x1
+from engine.backbone.kernel_maps import build_kernel_maps, down_level, submanifold_map
+from engine.backbone.spconv_unet import spconv_threads
 from engine.preprocess import voxelize
 from engine.synthetic import generate_scene
-from export.gather_conv import Conv1x1, GatherBackbone, GatherConv, GatherInverseConv
-from engine.backbone.kernel_maps import build_kernel_maps, down_level, submanifold_map
-from tests.export.conftest import TOLERANCE, random_scene
+from export.gather_conv import GatherBackbone, GatherConv, GatherInverseConv
 from tests.backbone.spconv_oracle import CASES, CPU, random_voxels, sp
+from tests.export.conftest import TOLERANCE, random_scene
 
 F32 = TOLERANCE[torch.float32]
 CIN, COUT = 5, 7  # odd channel counts
@@ -25,7 +26,7 @@ def _weight(conv) -> torch.Tensor:
 
 
 def _spconv(module, tensor):
-    with torch.no_grad(), _sparse_threads("spconv", CPU):
+    with torch.no_grad(), spconv_threads("spconv", CPU):
         return module(tensor)
 
 
@@ -72,17 +73,17 @@ def test_down_and_inverse_conv_equal_spconv(num, shape):
     torch.testing.assert_close(ours_up, z.features, **F32)  # rows of the inverse: the input's order
 
 
-def _reference_and_ours(model, gather, xyz, rgb):
+def _reference_and_ours(spconv_backbone, gather, xyz, rgb):
     vox = voxelize(xyz, rgb, CPU)
     with torch.no_grad():
-        ref = model(vox.voxel_features, vox.voxel_coords, vox.spatial_shape, vox.point_to_voxel)
+        ref = spconv_backbone(vox.voxel_features, vox.voxel_coords, vox.spatial_shape, vox.point_to_voxel)
         maps = build_kernel_maps(vox.voxel_coords, vox.spatial_shape)
         ours = gather(vox.voxel_features, vox.point_to_voxel, *maps.tensors())
     return ref, ours
 
 
 def assert_matches_reference(ref, semantic, offsets, heat, mask, kernel, tolerance):
-    """All-point outputs of an exported backbone against ``DKNet.forward``'s ``PointOutputs``."""
+    """All-point outputs of an exported backbone against the spconv backbone's ``PointOutputs``."""
     obj = ref.object_idx
     torch.testing.assert_close(semantic, ref.semantic_scores, **tolerance)
     torch.testing.assert_close(offsets, ref.offsets, **tolerance)
@@ -97,7 +98,7 @@ def gather_backbone(random_model):
 
 
 @pytest.mark.parametrize("scene", ["one point", "random 2000", "synthetic room"])
-def test_backbone_and_heads_equal_reference(random_model, gather_backbone, scene):
+def test_backbone_and_heads_equal_reference(spconv_backbone, gather_backbone, scene):
     if scene == "one point":
         xyz, rgb = random_scene(1, seed=0)
     elif scene == "random 2000":
@@ -105,6 +106,6 @@ def test_backbone_and_heads_equal_reference(random_model, gather_backbone, scene
     else:  # spatial shape [412, 467, 128]: odd, so stride-2 drops voxels at level 1 -> 2
         room = generate_scene(3000, seed=1)
         xyz, rgb = room.vertices_m.astype(np.float64), room.colors
-    ref, ours = _reference_and_ours(random_model, gather_backbone, xyz, rgb)
+    ref, ours = _reference_and_ours(spconv_backbone, gather_backbone, xyz, rgb)
     assert all(t.dtype == torch.float32 and t.shape[0] == xyz.shape[0] for t in ours)
     assert_matches_reference(ref, *ours, F32)

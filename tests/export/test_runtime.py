@@ -21,11 +21,11 @@ def ort_backbone(onnx_fp32):
     return load_backbone("onnxruntime", onnx_fp32, CPU)
 
 
-def test_runner_is_called_like_dknet_forward(ort_backbone, random_model):
+def test_runner_is_called_like_dknet_forward(ort_backbone, spconv_backbone):
     assert ort_backbone.provider == "onnxruntime CPUExecutionProvider"
     xyz, rgb = random_scene(1500, seed=4, extent_m=2.0)
     with torch.no_grad():
-        ref = run_backbone(random_model, xyz, rgb, CPU)
+        ref = run_backbone(spconv_backbone, xyz, rgb, CPU)
     ours = run_backbone(ort_backbone, xyz, rgb, CPU)
     assert torch.equal(ours.points.object_idx, ref.points.object_idx)
     for field in ("semantic_scores", "offsets", "heat_logits", "mask_features", "kernel_features"):
@@ -42,10 +42,10 @@ def _instances(backbone, model, xyz, rgb, segments):
     return encoded, post
 
 
-def test_same_instances_as_reference_backend(ort_backbone, random_model):
+def test_same_instances_as_reference_backend(ort_backbone, spconv_backbone, random_model):
     room = generate_scene(6000, seed=5)
     xyz, segments = room.vertices_m.astype(np.float64), room.segments.astype(np.int64)
-    ref_enc, ref = _instances(random_model, random_model, xyz, room.colors, segments)
+    ref_enc, ref = _instances(spconv_backbone, random_model, xyz, room.colors, segments)
     enc, ours = _instances(ort_backbone, random_model, xyz, room.colors, segments)
     assert ref.masks.shape[0] > 0  # the comparison covers real instances
     assert np.array_equal(enc.candidates.points, ref_enc.candidates.points)

@@ -10,9 +10,9 @@ import types
 import pytest
 import torch
 
+from engine.backbone.kernel_maps import LEVELS
 from engine.pipeline import run_backbone
 from export import tensorrt as trt_export
-from engine.backbone.kernel_maps import LEVELS
 from export.onnx import input_names
 from export.runtime import BackendError, load_backbone
 from tests.export.conftest import TOLERANCE, random_scene
@@ -63,7 +63,7 @@ def test_profile_covers_every_input():
 
 @needs_tensorrt
 @pytest.mark.parametrize("fp16", [False, True])
-def test_tensorrt_plan_equals_reference(request, random_model, tmp_path, fp16):
+def test_tensorrt_plan_equals_reference(request, spconv_backbone, tmp_path, fp16):
     onnx_path = request.getfixturevalue("onnx_fp16" if fp16 else "onnx_fp32")
     plan = tmp_path / "backbone.plan"
     trt_export.build_engine(onnx_path, plan, fp16=fp16, max_voxels=20_000, opt_voxels=5_000, max_points=50_000)
@@ -72,7 +72,7 @@ def test_tensorrt_plan_equals_reference(request, random_model, tmp_path, fp16):
     backbone = load_backbone("tensorrt", plan, device)
     xyz, rgb = random_scene(3000, seed=6, extent_m=2.0)
     with torch.no_grad():
-        ref = run_backbone(random_model, xyz, rgb, torch.device("cpu"))
+        ref = run_backbone(spconv_backbone, xyz, rgb, torch.device("cpu"))
     ours = run_backbone(backbone, xyz, rgb, device)
     tolerance = TOLERANCE[torch.float16 if fp16 else torch.float32]
     for field in ("semantic_scores", "offsets", "mask_features"):

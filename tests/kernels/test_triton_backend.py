@@ -1,4 +1,4 @@
-"""``--backend triton`` against the reference backend on whole scenes, in Triton's interpreter.
+"""``--kernels triton`` against ``--kernels torch`` on whole scenes, in Triton's interpreter.
 
 Same model, same scene: the backbone is shared and mining is exact (test_mine.py), so candidates
 and instance centres must be identical. Decoding and post-processing use recomputed masks that differ from the
@@ -15,20 +15,21 @@ import pytest
 from engine.pipeline import infer_scene
 from engine.synthetic import generate_scene
 from profiling.stage_timer import StageTimer
+from tests.sessions import cpu_session
 
 
-def _infer(model, scene, cpu, use_triton: bool):
-    timer = StageTimer(cpu)
-    result = infer_scene(model, scene.vertices_m, scene.colors, scene.segments, cpu, timer, use_triton=use_triton)
+def _infer(session, scene):
+    timer = StageTimer(session.device)
+    result = infer_scene(session, scene.vertices_m, scene.colors, scene.segments, timer)
     assert set(timer.ms) == {"backbone", "encoding", "decoding", "post_processing"}
     return result
 
 
 @pytest.mark.parametrize("num_points,seed", [(1500, 1), (1000, 3)])
-def test_triton_backend_equals_reference(random_model, cpu, num_points, seed):
+def test_triton_kernels_equal_torch_kernels(random_model, num_points, seed):
     scene = generate_scene(num_points, seed=seed)
-    want = _infer(random_model, scene, cpu, use_triton=False)
-    got = _infer(random_model, scene, cpu, use_triton=True)
+    want = _infer(cpu_session(random_model, kernels="torch"), scene)
+    got = _infer(cpu_session(random_model, kernels="triton"), scene)
     assert want.instance_centers.size > 1, "the case must have several instances"
     np.testing.assert_array_equal(got.candidates, want.candidates)
     np.testing.assert_array_equal(got.instance_centers, want.instance_centers)
@@ -39,22 +40,22 @@ def test_triton_backend_equals_reference(random_model, cpu, num_points, seed):
     np.testing.assert_allclose(got.pred_scores, want.pred_scores, rtol=0, atol=1e-5)
 
 
-def test_cli_triton_backend_on_cpu(tmp_path, capsys):
-    """``engine.run --backend triton --device cpu`` runs the kernels in the interpreter and writes
-    the same submission files as the reference backend."""
+def test_cli_triton_kernels_on_cpu(tmp_path, capsys):
+    """``engine.run --kernels triton --device cpu`` runs the kernels in the interpreter and writes
+    the same submission files as ``--kernels torch``."""
     from engine import run
     from engine.synthetic import write_scannet_scene
 
     ply = write_scannet_scene(generate_scene(1500, seed=1), tmp_path / "scene")
     outputs = {}
-    for backend in ("reference", "triton"):
-        out = tmp_path / backend
-        code = run.main([str(ply), "--random-weights", "--device", "cpu", "--backend", backend, "--out", str(out)])
+    for kernels in ("torch", "triton"):
+        out = tmp_path / kernels
+        code = run.main([str(ply), "--random-weights", "--device", "cpu", "--kernels", kernels, "--out", str(out)])
         assert code == 0, capsys.readouterr().err
-        outputs[backend] = out
+        outputs[kernels] = out
     assert "later stages on Triton interpreter" in capsys.readouterr().out
-    want = sorted(p.relative_to(outputs["reference"]) for p in outputs["reference"].rglob("*.txt"))
+    want = sorted(p.relative_to(outputs["torch"]) for p in outputs["torch"].rglob("*.txt"))
     got = sorted(p.relative_to(outputs["triton"]) for p in outputs["triton"].rglob("*.txt"))
     assert got == want and len(want) > 1
     for name in want:
-        assert (outputs["triton"] / name).read_text() == (outputs["reference"] / name).read_text(), name
+        assert (outputs["triton"] / name).read_text() == (outputs["torch"] / name).read_text(), name

@@ -7,8 +7,7 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from engine.model import _sparse_threads
-from engine.sparse_provider import select_provider
+from engine.backbone.spconv_unet import select_provider, spconv_threads
 
 sp = select_provider(torch.device("cpu")).module
 
@@ -32,7 +31,7 @@ def _dense(coords, features, extent):
 def test_submanifold_conv_equals_dense_conv3d(num, extent):
     coords, features, x = _sparse_input(num, extent, 8, seed=num)
     conv = sp.SubMConv3d(8, 5, 3, padding=1, bias=False)
-    with torch.no_grad(), _sparse_threads("spconv", torch.device("cpu")):
+    with torch.no_grad(), spconv_threads("spconv", torch.device("cpu")):
         out = conv(x).features
         # (out, kx, ky, kz, in) -> conv3d's (out, in, kx, ky, kz)
         dense = F.conv3d(_dense(coords, features, extent), conv.weight.permute(0, 4, 1, 2, 3), padding=1)
@@ -45,7 +44,7 @@ def test_down_conv_groups_by_coord_div_2_and_inverse_restores_rows():
     coords, features, x = _sparse_input(500, 16, 4, seed=1)
     down = sp.SparseConv3d(4, 6, 2, stride=2, bias=False, indice_key="d")
     up = sp.SparseInverseConv3d(6, 4, 2, bias=False, indice_key="d")
-    with torch.no_grad(), _sparse_threads("spconv", torch.device("cpu")):
+    with torch.no_grad(), spconv_threads("spconv", torch.device("cpu")):
         y = down(x)
         z = up(y)
     parents = {tuple(r) for r in (coords // 2).tolist()}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.sparse_provider import ProviderError, select_provider
+from engine.backbone.spconv_unet import ProviderError, select_provider
 
 
 def test_cpu_picks_spconv():
@@ -25,5 +25,5 @@ def test_unknown_provider():
         select_provider(torch.device("cpu"), prefer="minkowski")
 
 
-def test_model_reports_its_provider(random_model):
-    assert random_model.provider == "spconv"
+def test_spconv_backbone_reports_its_provider(spconv_backbone):
+    assert spconv_backbone.name == "spconv" and spconv_backbone.provider == "spconv (spconv)"
