@@ -19,10 +19,14 @@ demo: $(VENV)/.installed
 		$(if $(DKNET_CHECKPOINT),--checkpoint $(DKNET_CHECKPOINT),--random-weights)
 
 test: $(VENV)/.installed
+	$(PY) -m ruff check .
 	TRITON_INTERPRET=1 $(PY) -m pytest -q
 
+# Benchmark results as data: docs/bench/<date>-<machine>.json (pytest-benchmark's JSON, machine info included).
+BENCH_JSON ?= docs/bench/$(shell date +%F)-$(shell uname -m)-$(shell nproc)cpu.json
 bench: $(VENV)/.installed
-	$(PY) -m pytest --benchmark-only -q
+	mkdir -p docs/bench
+	$(PY) -m pytest --benchmark-only -q --benchmark-json $(BENCH_JSON)
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .

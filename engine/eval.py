@@ -31,8 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from engine.atomic import atomic_file
+from engine.errors import UserError, print_error
 from engine.instance_ap import EVAL_CLASS_NAMES, EVAL_NYU40_IDS, APResult, InstanceAP
-from engine.session import UserError, print_error
 
 __all__ = ["main", "read_gt_ids", "read_mask", "read_predictions", "scene_files"]
 

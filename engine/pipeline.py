@@ -22,7 +22,7 @@ from engine.decoding import decode_masks
 from engine.model import DKNet, PointOutputs
 from engine.postprocess import MaskSource, PostResult, StoredMasks, postprocess_masks
 from engine.preprocess import Voxelized, voxelize
-from profiling.stage_timer import StageTimer
+from engine.stage_timer import StageTimer
 
 if TYPE_CHECKING:
     from kernels.mine import PaddedCandidates

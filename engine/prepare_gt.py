@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.atomic import atomic_file
-from engine.session import UserError, print_error
+from engine.errors import UserError, print_error
 
 __all__ = ["find_scenes", "main", "read_label_map", "scene_gt_ids", "write_gt_ids"]
 

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 from engine.cli_args import EXPORTED_BACKBONES, dump_path, parse_args
-from engine.session import UserError, build_session, kernels_description, print_error
+from engine.errors import UserError, print_error
+from engine.session import build_session, kernels_description
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -32,8 +33,8 @@ def _segment(args, session, scene_path: Path, num_scenes: int):
     from engine.outputs import write_scene_outputs
     from engine.pipeline import infer_scene
     from engine.scene_io import SceneInputError, read_scene
+    from engine.stage_timer import StageTimer
     from engine.superpoints import superpoints_for_scene
-    from profiling.stage_timer import StageTimer
 
     device = session.device
     timer = StageTimer(device)
@@ -93,7 +94,7 @@ def _evaluate(running, gt_dir: Path, name: str, result) -> None:
 def _print_report(console, name: str, stage_ms: dict, notes: dict, provider: str, device) -> None:
     from rich.table import Table
 
-    from profiling.budget import RTX3090_BUDGET_MS, RTX3090_TOTAL_MS, STAGES
+    from engine.budget import RTX3090_BUDGET_MS, RTX3090_TOTAL_MS, STAGES
 
     console.print(f"{name}: {notes['points']} points, {notes['voxels']} voxels, {notes['candidates']} candidates, "
                   f"{notes['instances']} instances, {notes['predicted']} predicted", markup=False, soft_wrap=True)

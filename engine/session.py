@@ -5,17 +5,9 @@ kernels, built once into an ``engine.pipeline.Session``. Shared by ``engine.run`
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
-
-class UserError(Exception):
-    """A one-line, user-facing failure."""
-
-
-def print_error(problem: Exception | str) -> None:
-    """The one-line error every command prints on stderr: ``error: <problem>``."""
-    print(f"error: {problem}", file=sys.stderr)
+from engine.errors import UserError
 
 
 def resolve_device(choice: str):

@@ -94,14 +94,6 @@ def export_backbone(state: dict, out: Path, fp16: bool = False, weights: str = "
         onnx.save(model, str(tmp))
 
 
-def read_metadata(path: Path) -> dict[str, str]:
-    """The metadata written by ``export_backbone`` (without loading the weights)."""
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in model.metadata_props}
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m export.onnx",
                                      description="Export DKNet's sparse U-Net and point heads to ONNX.")
@@ -116,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.random_weights and args.checkpoint is not None:
         parser.error("give either --checkpoint or --random-weights, not both")
-    from engine.session import UserError, load_model, print_error, resolve_checkpoint
+    from engine.errors import UserError, print_error
+    from engine.session import load_model, resolve_checkpoint
 
     try:
         model = load_model(args.checkpoint, args.random_weights, args.seed)

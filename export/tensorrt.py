@@ -28,7 +28,7 @@ import os
 import sys
 from pathlib import Path
 
-from engine.session import print_error
+from engine.errors import print_error
 
 TENSORRT_MAJOR = 10
 INSTALL_HINT = "pip install 'tensorrt-cu12>=10,<11' on a machine with an NVIDIA GPU"
@@ -112,7 +112,7 @@ def build_engine(onnx_path: Path, out: Path, fp16: bool = False, max_voxels: int
                  opt_voxels: int = DEFAULT_OPT_VOXELS, max_points: int = DEFAULT_MAX_POINTS,
                  timing_cache: Path | None = None, workspace_gib: float = DEFAULT_WORKSPACE_GIB) -> None:
     """Build ``out`` from ``onnx_path`` (written by ``export.onnx``); raises ``TensorRTError``."""
-    from export.onnx import read_metadata
+    from export.metadata import read_metadata
 
     onnx_path, out = Path(onnx_path), Path(out)
     if not onnx_path.is_file():

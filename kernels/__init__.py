@@ -1,4 +1,4 @@
-"""OpenAI Triton kernels of ``--backend triton``, one stage per module, each beside its PyTorch reference.
+"""OpenAI Triton kernels of ``--kernels triton``, one stage per module, each beside its PyTorch reference.
 
 ``encode`` (candidate description, fused merge MLP, greedy merge), ``decode`` (dynamic-conv masks
 fused with quantization and per-instance histograms; the (I, N) masks never reach memory),

@@ -41,9 +41,9 @@ def profile(args) -> ProfileReport:
     from engine.pipeline import infer_scene
     from engine.scene_io import read_scene
     from engine.session import build_session
+    from engine.stage_timer import StageTimer
     from engine.superpoints import superpoints_for_scene
     from profiling.devices import device_throughput
-    from profiling.stage_timer import StageTimer
 
     session = build_session(args)
     device = session.device
@@ -114,8 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     check_session_arguments(parser, args)
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
+    from engine.errors import UserError, print_error
     from engine.scene_io import SceneInputError
-    from engine.session import UserError, print_error
 
     try:
         report = profile(args)

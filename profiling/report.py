@@ -8,7 +8,7 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 
-from profiling.budget import RTX3090_BUDGET_MS, RTX3090_TOTAL_MS, STAGES
+from engine.budget import RTX3090_BUDGET_MS, RTX3090_TOTAL_MS, STAGES
 from profiling.devices import DeviceThroughput
 
 SCHEMA_VERSION = 2  # 2: "backend" split into "backbone" and "kernels"

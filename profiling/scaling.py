@@ -88,7 +88,7 @@ def measure(sizes: list[int], instance_counts: list[int], repeats: int, seed: in
 def plot(result: dict, path: Path) -> None:
     from matplotlib.figure import Figure
 
-    from profiling.budget import RTX3090_BUDGET_MS
+    from engine.budget import RTX3090_BUDGET_MS
 
     figure = Figure(figsize=(7, 4.5))
     axes = figure.add_subplot()

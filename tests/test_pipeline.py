@@ -8,7 +8,7 @@ import torch
 
 from engine.model import build_model
 from engine.pipeline import infer_scene
-from profiling.stage_timer import StageTimer
+from engine.stage_timer import StageTimer
 from tests.sessions import cpu_session
 
 

@@ -7,10 +7,10 @@ import json
 import pytest
 import torch
 
-import profiling.stage_timer as stage_timer
+import engine.stage_timer as stage_timer
+from engine.budget import RTX3090_BUDGET_MS, RTX3090_TOTAL_MS, STAGES
 from engine.synthetic import generate_scene, write_scannet_scene
 from profiling.__main__ import main as profiling_main
-from profiling.budget import RTX3090_BUDGET_MS, RTX3090_TOTAL_MS, STAGES
 from profiling.devices import DATASHEET, DeviceThroughput, datasheet_entry
 from profiling.report import ProfileReport, StageStats
 

@@ -29,8 +29,8 @@ from engine.backbone.spconv_unet import spconv_threads
 from engine.pipeline import infer_scene
 from engine.preprocess import voxelize
 from engine.scene_io import read_scene
+from engine.stage_timer import StageTimer
 from engine.synthetic import generate_scene
-from profiling.stage_timer import StageTimer
 from tests.backbone.spconv_oracle import CASES, CPU, random_voxels, sp
 from tests.sessions import cpu_session
 

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 import torch
 
+from engine.budget import RTX3090_BUDGET_MS
 from engine.checkpoint import randomize_weights
 from engine.model import build_model
 from engine.pipeline import EncodingResult, run_backbone, run_decoding, run_encoding, run_post_processing
 from engine.session import build_backbone
 from engine.synthetic import generate_scene
-from profiling.budget import RTX3090_BUDGET_MS
 
 SIZES = [20_000, 150_000, pytest.param(400_000, marks=pytest.mark.large)]
 

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 
+from engine.budget import RTX3090_BUDGET_MS
 from engine.pipeline import run_backbone, run_decoding, run_decoding_triton, run_encoding, run_post_processing
-from profiling.budget import RTX3090_BUDGET_MS
 
 H100_TARGET_MS = {"encoding": 2.0, "decoding": 0.5, "post_processing": 1.0}
 

@@ -13,7 +13,8 @@ from engine.backbone.kernel_maps import build_kernel_maps
 from engine.preprocess import voxelize
 from engine.synthetic import generate_scene
 from export.gather_conv import GatherBackbone
-from export.onnx import OPSET, input_names, main, read_metadata
+from export.metadata import read_metadata
+from export.onnx import OPSET, input_names, main
 from tests.export.conftest import TOLERANCE, random_scene
 from tests.export.test_gather_conv import assert_matches_reference
 

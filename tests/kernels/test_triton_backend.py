@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from engine.pipeline import infer_scene
+from engine.stage_timer import StageTimer
 from engine.synthetic import generate_scene
-from profiling.stage_timer import StageTimer
 from tests.sessions import cpu_session
 
 
