@@ -23,7 +23,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 
-from kernels import assign, decode, encode, mine, otsu
+from kernels import assign, decode, encode, mine, otsu, sparse_conv
 
 DEFAULT_ARCHES = (80, 90)  # A100 / RTX 30xx class (sm_80, sm_86 runs sm_80 code), H100
 DECODER_CONSTEXPRS = {"HIDDEN": 16, "EMBED": 16, "INPUTS_PADDED": 32}
@@ -77,6 +77,7 @@ def cases() -> list[Case]:
                            {"BLOCK_POINTS": assign.SUM_TILE_ELEMENTS // 256, "INSTANCES_PADDED": 256}))
     result.extend(mine.compile_cases(Case))
     result.extend(encode.compile_cases(Case))
+    result.extend(sparse_conv.compile_cases(Case))
     return result
 
 
