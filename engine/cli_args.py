@@ -13,6 +13,7 @@ from pathlib import Path
 BACKBONES = ("native", "spconv", "onnxruntime", "tensorrt")
 EXPORTED_BACKBONES = ("onnxruntime", "tensorrt")
 KERNELS = ("torch", "triton")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 
 
 def add_weight_arguments(parser: argparse.ArgumentParser) -> None:
@@ -37,6 +38,9 @@ def session_parser() -> argparse.ArgumentParser:
                      help="what runs the sparse U-Net and point heads: native (the engine's own sparse convs; "
                      "default), spconv (the spconv library, when installed), onnxruntime / tensorrt (an exported "
                      "graph, --engine-file)")
+    run.add_argument("--precision", choices=PRECISIONS, default="fp32",
+                     help="products of the native backbone's Triton convolutions on CUDA (sums stay float32): "
+                     "fp32 (default, the reference's results), or opt-in tf32 / fp16 / bf16 (see docs/faithfulness.md)")
     run.add_argument("--kernels", choices=KERNELS, default=None,
                      help="what runs encoding, decoding and post-processing: torch (the reference) or triton "
                      "(Triton kernels; on CPU Triton's slow interpreter). Default: triton on CUDA, torch on CPU")
@@ -53,6 +57,8 @@ def check_session_arguments(parser: argparse.ArgumentParser, args: argparse.Name
         parser.error(f"--backbone {args.backbone} needs --engine-file (python -m export.onnx / export.tensorrt)")
     if args.random_weights and args.checkpoint is not None:
         parser.error("give either --checkpoint or --random-weights, not both")
+    if args.precision != "fp32" and args.backbone != "native":
+        parser.error("--precision applies to --backbone native (its Triton convolutions on CUDA)")
 
 
 def build_parser() -> argparse.ArgumentParser:

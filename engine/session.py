@@ -52,13 +52,17 @@ def load_model(checkpoint: Path | None, random_weights: bool, seed: int):
     return model.eval()
 
 
-def build_backbone(choice: str, model, device, engine_file: Path | None = None):
+def build_backbone(choice: str, model, device, engine_file: Path | None = None, precision: str = "fp32"):
     """The ``--backbone`` runner (``engine.pipeline.Backbone``) on ``device``; UserError when it
-    cannot run there (spconv not installed, no TensorRT or GPU, a bad engine file)."""
+    cannot run there (spconv not installed, no TensorRT or GPU, a bad engine file, a precision
+    other than fp32 without the native backbone's Triton form)."""
     if choice == "native":
         from engine.backbone.native import NativeBackbone
 
-        return NativeBackbone.from_model(model, device)
+        try:
+            return NativeBackbone.from_model(model, device, precision=precision)
+        except ValueError as exc:
+            raise UserError(f"--precision {precision}: {exc}") from None
     if choice == "spconv":
         from engine.backbone.spconv_unet import ProviderError, SpconvBackbone, select_provider
 
@@ -84,7 +88,7 @@ def build_session(args):
     kernels = args.kernels or ("triton" if device.type == "cuda" else "torch")
     if kernels == "triton":
         prepare_triton(device)
-    backbone = build_backbone(args.backbone, model, device, args.engine_file)
+    backbone = build_backbone(args.backbone, model, device, args.engine_file, args.precision)
     return Session(model=model, backbone=backbone, kernels=kernels, device=device)
 
 

@@ -154,7 +154,9 @@ def test_out_of_memory_is_one_line(scene_path, tmp_path, capsys, monkeypatch):
 
 @pytest.mark.parametrize("argv,needle", [(["--engine-file", "x.onnx"], "--engine-file"),
                                          (["--backbone", "onnxruntime"], "needs --engine-file"),
-                                         (["--random-weights", "--checkpoint", "c.pth"], "not both")])
+                                         (["--random-weights", "--checkpoint", "c.pth"], "not both"),
+                                         (["--backbone", "spconv", "--precision", "fp16"], "--precision"),
+                                         (["--kernels", "cuda"], "--kernels")])
 def test_usage_errors(scene_path, capsys, argv, needle):
     with pytest.raises(SystemExit) as info:
         run.main([str(scene_path), *argv])
@@ -257,3 +259,12 @@ def test_exported_backbone_failure_is_one_line(scene_path, tmp_path, capsys, mon
                          "--out", out], capsys)
     assert code == 1 and err.count("\n") == 1 and "above the profile" in err
     assert not out.exists() or not any(out.iterdir())
+
+
+@pytest.mark.parametrize("argv,needle", [(["--precision", "fp16", "--device", "cpu"], "needs the Triton form"),
+                                         (["--backbone", "tensorrt", "--engine-file", "x.plan"], "")])
+def test_unavailable_backbones_are_one_line_errors(scene_path, tmp_path, capsys, argv, needle):
+    """Every --backbone x --kernels pair parses; what this machine cannot run (reduced precision
+    without CUDA, TensorRT without a GPU or the package) is one line on stderr, exit status 1."""
+    code, _, err = _run([scene_path, "--random-weights", "--out", tmp_path / "o", *argv], capsys)
+    assert code == 1 and err.count("\n") == 1 and err.startswith("error: ") and needle in err

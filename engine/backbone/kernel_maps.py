@@ -133,6 +133,15 @@ def down_level(coords: torch.Tensor, shape: list[int]) -> tuple[torch.Tensor, to
     return parent_coords, down, up, parent_shape
 
 
+def inverse_map(up: torch.Tensor, num_parents: int) -> torch.Tensor:
+    """The inverse conv's neighbour map (V, 8) int64 from ``up`` (V,): row ``p``'s column ``o`` holds
+    its parent's row when ``p`` is child ``o`` of that parent, else ``num_parents`` (none)."""
+    neighbours = torch.full((up.shape[0], DOWN_OFFSETS), num_parents, dtype=torch.int64, device=up.device)
+    children = torch.nonzero(up < DOWN_OFFSETS * num_parents).view(-1)
+    neighbours[children, up[children] % DOWN_OFFSETS] = up[children] // DOWN_OFFSETS
+    return neighbours
+
+
 def build_kernel_maps(coords: torch.Tensor, spatial_shape: list[int]) -> KernelMaps:
     """All kernel maps of the U-Net for voxels ``coords`` (V, 3) int (level 1, in the caller's order)
     on a grid of ``spatial_shape`` (3 ints, as ``engine.preprocess.Voxelized``)."""

@@ -1,13 +1,18 @@
 """The native backbone: DKNet's sparse U-Net and point heads on the engine's own sparse convs.
 
-Per scene: the kernel maps of all seven levels (``engine.backbone.kernel_maps``), their real pairs
-grouped by offset (``OffsetPairs``, built once per level and shared by every conv of that level;
-the inverse convs reuse their down conv's pairs, transposed), then the BatchNorm-folded network
-of ``engine.backbone.folded`` with every convolution as gather → GEMM → scatter-add
-(``engine.backbone.sparse_conv``). The same weights and maps feed the exported graph
-(``export.gather_conv``); spconv is not needed.
+Per scene: the kernel maps of all seven levels (``engine.backbone.kernel_maps``), then the
+BatchNorm-folded network of ``engine.backbone.folded`` with one of two convolution forms:
 
-Output bits are the same every run (``engine.backbone.sparse_conv``: fixed order, no atomics).
+* torch (CPU, and the reference on CUDA): the maps' real pairs grouped by offset (``OffsetPairs``,
+  built once per level and shared by every conv of that level; the inverse convs reuse their down
+  conv's pairs, transposed), every convolution as gather → GEMM → scatter-add
+  (``engine.backbone.sparse_conv``);
+* Triton (the default on CUDA): every convolution as one implicit-GEMM kernel reading the dense
+  neighbour maps (``kernels.sparse_conv``), with ``precision`` fp32 (default), tf32, fp16 or bf16
+  for its products (always float32 sums).
+
+The same weights and maps feed the exported graph (``export.gather_conv``); spconv is not needed.
+Output bits are the same every run in both forms (fixed order of sums, no atomics).
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import torch
 from torch import nn
 
 from engine.backbone.folded import ConvKinds, FoldedBackbone, State, conv_matrices
-from engine.backbone.kernel_maps import SUBM_CENTRE, KernelMaps, build_kernel_maps
+from engine.backbone.kernel_maps import SUBM_CENTRE, KernelMaps, build_kernel_maps, inverse_map
 from engine.backbone.sparse_conv import OffsetPairs, sparse_conv
 from engine.model import DKNet, PointOutputs, select_object_points
 
@@ -39,7 +44,35 @@ class NativeConv(nn.Module):
         return sparse_conv(x, pairs, self.weight_t, self.bias)
 
 
+class TritonConv(nn.Module):
+    """The same convolutions as ``NativeConv``, as one Triton kernel on a dense neighbour map
+    (V_out, K) (``kernels.sparse_conv``)."""
+
+    def __init__(self, weight: torch.Tensor, dtype: torch.dtype,
+                 bn: tuple[torch.Tensor, torch.Tensor] | None = None, precision: str = "fp32"):
+        super().__init__()
+        matrices = conv_matrices(weight)  # (K, Cin, Cout) float64
+        bias = None
+        if bn is not None:
+            matrices, bias = matrices * bn[0], bn[1]
+        self.precision = precision
+        self.register_buffer("weight", matrices.to(dtype).contiguous())
+        self.register_buffer("bias", None if bias is None else bias.to(dtype))
+
+    def forward(self, x: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+        from kernels.sparse_conv import sparse_conv as triton_sparse_conv
+
+        return triton_sparse_conv(x, neighbours, self.weight, self.bias, precision=self.precision)
+
+
 NATIVE_KINDS = ConvKinds(subm=NativeConv, down=NativeConv, inverse=NativeConv)
+
+
+def triton_kinds(precision: str) -> ConvKinds:
+    def conv(weight: torch.Tensor, dtype: torch.dtype, bn=None) -> TritonConv:
+        return TritonConv(weight, dtype, bn, precision)
+
+    return ConvKinds(subm=conv, down=conv, inverse=conv)
 
 
 def level_pairs(maps: KernelMaps) -> tuple[list[OffsetPairs], list[OffsetPairs], list[OffsetPairs]]:
@@ -51,25 +84,49 @@ def level_pairs(maps: KernelMaps) -> tuple[list[OffsetPairs], list[OffsetPairs],
     return subm, down, [pairs.transposed() for pairs in down]
 
 
+def level_neighbours(maps: KernelMaps) -> tuple[list[torch.Tensor], list[torch.Tensor], list[torch.Tensor]]:
+    """Dense neighbour maps of every conv for the Triton form: subm (7), down (6), inverse (6)."""
+    sizes = maps.num_voxels
+    return maps.subm, maps.down, [inverse_map(up, size) for up, size in zip(maps.up, sizes[1:], strict=True)]
+
+
 class NativeBackbone:
     """Called like ``DKNet.forward``: (features (V, 6) float32, coords (V, 3) int, spatial_shape,
-    point_to_voxel (N,) int64) -> ``PointOutputs`` on the device of ``features``."""
+    point_to_voxel (N,) int64) -> ``PointOutputs`` on the backbone's device.
+
+    ``triton``: the Triton form (default: on CUDA when triton is installed); ``precision``: its
+    products' precision (fp32, tf32, fp16, bf16; the torch form is always fp32).
+    """
 
     name = "native"
 
-    def __init__(self, state: State, device: torch.device):
+    def __init__(self, state: State, device: torch.device, triton: bool | None = None, precision: str = "fp32"):
+        if triton is None:
+            triton = device.type == "cuda" and _triton_runs_on(device)
+        if precision != "fp32" and not triton:
+            raise ValueError(f"native backbone precision {precision!r} needs the Triton form (a CUDA device)")
         self.device = device
-        self.network = FoldedBackbone(state, NATIVE_KINDS).to(device)
-        self.provider = "native (torch gather-GEMM-scatter)"
+        self.triton = triton
+        self.network = FoldedBackbone(state, triton_kinds(precision) if triton else NATIVE_KINDS).to(device)
+        self.provider = (f"native (Triton implicit GEMM, {precision})" if triton
+                         else "native (torch gather-GEMM-scatter)")
 
     @classmethod
-    def from_model(cls, model: DKNet, device: torch.device) -> NativeBackbone:
-        return cls({k: v.detach() for k, v in model.state_dict().items()}, device)
+    def from_model(cls, model: DKNet, device: torch.device, triton: bool | None = None,
+                   precision: str = "fp32") -> NativeBackbone:
+        return cls({k: v.detach() for k, v in model.state_dict().items()}, device, triton, precision)
 
     @torch.no_grad()
     def __call__(self, features: torch.Tensor, coords: torch.Tensor, spatial_shape: list[int],
                  point_to_voxel: torch.Tensor) -> PointOutputs:
         maps = build_kernel_maps(coords.to(self.device), spatial_shape)
+        level_maps = level_neighbours(maps) if self.triton else level_pairs(maps)
         outputs = self.network.run(features.to(self.device, torch.float32), point_to_voxel.to(self.device),
-                                   *level_pairs(maps))
+                                   *level_maps)
         return select_object_points(*outputs)
+
+
+def _triton_runs_on(device: torch.device) -> bool:
+    from kernels._triton import TRITON_IMPORTED, triton_available
+
+    return TRITON_IMPORTED and triton_available(device)

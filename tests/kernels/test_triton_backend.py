@@ -59,3 +59,27 @@ def test_cli_triton_kernels_on_cpu(tmp_path, capsys):
     assert got == want and len(want) > 1
     for name in want:
         assert (outputs["triton"] / name).read_text() == (outputs["torch"] / name).read_text(), name
+
+
+def test_exported_backbone_with_triton_kernels_equals_spconv_with_torch_kernels(tmp_path, capsys):
+    """Any --backbone goes with any --kernels: the ONNX graph with the Triton kernels (interpreter)
+    gives the same candidates, instances, thresholds, labels and masks as spconv with torch."""
+    from engine import run
+    from engine.synthetic import write_scannet_scene
+    from export.onnx import main as export_main
+
+    ply = write_scannet_scene(generate_scene(1000, seed=3), tmp_path / "scene")
+    onnx_file = tmp_path / "backbone.onnx"
+    assert export_main(["--random-weights", "--out", str(onnx_file)]) == 0
+    dumps = {}
+    for name, pair in {"spconv-torch": ["--backbone", "spconv", "--kernels", "torch"],
+                       "ort-triton": ["--backbone", "onnxruntime", "--engine-file", str(onnx_file),
+                                      "--kernels", "triton"]}.items():
+        code = run.main([str(ply), "--random-weights", "--device", "cpu", *pair, "--out", str(tmp_path / name),
+                         "--dump", str(tmp_path / f"{name}.npz")])
+        assert code == 0, capsys.readouterr().err
+        dumps[name] = np.load(tmp_path / f"{name}.npz")
+    want, got = dumps["spconv-torch"], dumps["ort-triton"]
+    assert want["instance_centers"].size > 1
+    for key in ("candidates", "instance_centers", "thresholds", "pred_labels", "pred_masks"):
+        np.testing.assert_array_equal(got[key], want[key], err_msg=key)
