@@ -8,7 +8,6 @@ import torch
 
 from engine.model import DKNet
 
-CHECKPOINT_ENV = "DKNET_CHECKPOINT"
 CHECKPOINT_SOURCE = (
     "the released ScanNet checkpoint is linked from the official repository's README "
     "(https://github.com/W1zheng/DKNet)"

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from engine.environment import TRITON_INTERPRET
 from engine.errors import UserError
 
 
@@ -23,15 +24,17 @@ def resolve_device(choice: str):
 
 def resolve_checkpoint(checkpoint: Path | None, random_weights: bool) -> Path | None:
     """The checkpoint to load: ``--checkpoint``, else ``$DKNET_CHECKPOINT``; None for random weights."""
-    from engine.checkpoint import CHECKPOINT_ENV, CHECKPOINT_SOURCE
+    from engine.checkpoint import CHECKPOINT_SOURCE
+    from engine.environment import CHECKPOINT, checkpoint_from_environment
 
     if random_weights:
         return None
     if checkpoint is not None:
         return checkpoint
-    if os.environ.get(CHECKPOINT_ENV):
-        return Path(os.environ[CHECKPOINT_ENV])
-    raise UserError(f"no weights: pass --checkpoint PATH or set ${CHECKPOINT_ENV} ({CHECKPOINT_SOURCE}), "
+    from_environment = checkpoint_from_environment()
+    if from_environment is not None:
+        return from_environment
+    raise UserError(f"no weights: pass --checkpoint PATH or set ${CHECKPOINT} ({CHECKPOINT_SOURCE}), "
                     "or use --random-weights to test the pipeline")
 
 
@@ -105,8 +108,8 @@ def prepare_triton(device) -> None:
     """Make the Triton kernels runnable on ``device`` before triton is first imported: compiled on
     CUDA, Triton's interpreter on CPU (``TRITON_INTERPRET=1``: correct but slow, for testing).
     UserError when they cannot."""
-    if device.type == "cpu":
-        os.environ.setdefault("TRITON_INTERPRET", "1")
+    if device.type == "cpu":  # --device cpu on a CUDA machine: interpret, unless triton is already loaded
+        os.environ.setdefault(TRITON_INTERPRET, "1")
     from kernels._triton import TRITON_IMPORTED, triton_available
 
     if not TRITON_IMPORTED:

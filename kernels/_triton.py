@@ -1,8 +1,10 @@
 """The one module that imports Triton: every kernel file takes ``triton``, ``tl`` and ``jit`` from here.
 
 Execution mode. Kernels run compiled on a CUDA device, or on CPU tensors in Triton's interpreter
-when ``TRITON_INTERPRET=1`` is set before triton is first imported (the tests set it in
-``tests/kernels/conftest.py``). ``INTERPRETER`` records which; ``triton_available(device)`` says
+when ``TRITON_INTERPRET=1`` is set before triton is first imported; unless the user or a tool set
+it, this module sets it before importing triton: interpreted exactly when no CUDA device is
+visible (``engine.environment``), whichever module imports the kernels first. ``INTERPRETER``
+records which; ``triton_available(device)`` says
 whether a launcher may run on tensors of ``device``. The interpreter is for correctness only (it
 executes each program in numpy, orders of magnitude slower than the torch references).
 
@@ -21,11 +23,11 @@ results are compared with tolerances; the Otsu kernel has no multiply-add to con
 
 from __future__ import annotations
 
-import os
-
 import torch
 
-os.environ.setdefault("TRITON_DEFAULT_FP_FUSION", "1")
+from engine.environment import choose_triton_mode
+
+INTERPRETER = choose_triton_mode(torch.cuda.is_available())
 
 try:
     import triton
@@ -46,7 +48,6 @@ def constexpr(value: int | float) -> object:
     """A module-level constant that kernels may read: Triton lets jit code read only globals that
     are ``tl.constexpr`` instances (plain ``value`` when triton is absent)."""
     return tl.constexpr(value) if TRITON_IMPORTED else value
-INTERPRETER = os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
 def triton_available(device: torch.device | str) -> bool:

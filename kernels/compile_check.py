@@ -19,8 +19,12 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import triton
-from triton.backends.compiler import GPUTarget
+from engine.environment import TRITON_INTERPRET
+
+os.environ.setdefault(TRITON_INTERPRET, "0")  # compiled: this tool compiles for GPUs this machine may not have
+
+import triton  # noqa: E402  (after choosing the mode)
+from triton.backends.compiler import GPUTarget  # noqa: E402
 from triton.compiler import ASTSource
 
 from kernels import assign, decode, encode, mine, otsu, sparse_conv
