@@ -16,7 +16,13 @@ from engine.session import build_session, kernels_description
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, MemoryError) or "out of memory" in str(exc).lower()
+    """CUDA (``torch.OutOfMemoryError``) or Python (``MemoryError``) out of memory, by type; torch's
+    CPU allocator raises a plain RuntimeError (torch 2.13), recognised by the allocator's name."""
+    import torch
+
+    if isinstance(exc, (torch.OutOfMemoryError, MemoryError)):
+        return True
+    return isinstance(exc, RuntimeError) and "DefaultCPUAllocator" in str(exc)
 
 
 def _write_dump(path: Path, arrays: dict) -> None:
@@ -50,7 +56,7 @@ def _segment(args, session, scene_path: Path, num_scenes: int):
         raise UserError(str(exc)) from None
     try:
         result = infer_scene(session, scene.xyz, scene.rgb, superpoints, timer)
-    except Exception as exc:
+    except (RuntimeError, MemoryError) as exc:  # BackendError is a RuntimeError
         if _is_out_of_memory(exc):
             raise UserError(f"{scene_path}: out of memory on {device.type} "
                             f"({scene.num_points} points); try --device cpu or a smaller scene") from None

@@ -141,9 +141,15 @@ def test_checkpoint_from_environment(tmp_path, scene_path, capsys, monkeypatch, 
     assert _run([scene_path, "--out", tmp_path / "o"], capsys)[0] == 0
 
 
-def test_out_of_memory_is_one_line(scene_path, tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("error", [
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB"),
+    MemoryError(),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't allocate memory: "
+                 "you tried to allocate 80000000000000 bytes. Error code 12 (Cannot allocate memory)")],
+    ids=["cuda", "python", "cpu-allocator"])
+def test_out_of_memory_is_one_line(scene_path, tmp_path, capsys, monkeypatch, error):
     def exhausted(*_args, **_kwargs):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        raise error
 
     monkeypatch.setattr("engine.pipeline.infer_scene", exhausted)
     out = tmp_path / "o"
