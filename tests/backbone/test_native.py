@@ -33,9 +33,10 @@ from engine.stage_timer import StageTimer
 from engine.synthetic import generate_scene
 from tests.backbone.spconv_oracle import CASES, CPU, random_voxels, sp
 from tests.sessions import cpu_session
+from tests.tolerances import F32_NETWORK, F32_SUM_ORDER, SCORES
 
-CONV = {"rtol": 1e-5, "atol": 1e-6}
-BACKBONE = {"rtol": 1e-4, "atol": 1e-4}
+CONV = F32_SUM_ORDER
+BACKBONE = F32_NETWORK
 CIN, COUT = 5, 7  # odd channel counts
 FIELDS = ("semantic_scores", "offsets", "heat_logits", "mask_features", "kernel_features")
 REAL_SCENE = Path(__file__).resolve().parents[3] / "shared" / "scannet" / "scene0000_01_vh_clean_2.ply"
@@ -166,7 +167,7 @@ def _assert_same_instances(ours, ref):
     assert ref.instance_centers.size > 1, "the case must have several instances"
     for key in ("candidates", "instance_centers", "thresholds", "pred_labels", "pred_masks"):
         np.testing.assert_array_equal(getattr(ours, key), getattr(ref, key), err_msg=key)
-    np.testing.assert_allclose(ours.pred_scores, ref.pred_scores, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(ours.pred_scores, ref.pred_scores, **SCORES)
 
 
 @pytest.mark.parametrize("num_points,seed", [(6000, 5), (20000, 7)])

@@ -18,6 +18,7 @@ import torch
 from engine import encoding
 from kernels import encode
 from kernels.mine import PaddedCandidates
+from tests.tolerances import F32_SUM_ORDER
 
 
 def random_candidates(count: int, num_points: int, seed: int, empty_every: int = 4) -> encoding.Candidates:
@@ -52,7 +53,7 @@ def test_describe_matches_reference(count):
     got = encode.describe_candidates(PaddedCandidates.from_host(cands, "cpu"), *arrays)
     want = encoding.describe_candidates(cands, *arrays)
     assert got.shape == (count, 35)
-    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got, want, **F32_SUM_ORDER)
 
 
 def test_describe_empty_lists_take_the_mean_of_all_object_points():
@@ -124,4 +125,4 @@ def test_merge_instances_matches_reference(count):
     want = encoding.merge_instances(groups, cands, heat, fg_features)
     assert got.group.tolist() == want.group.tolist()
     assert torch.equal(got.centre_points, want.centre_points)
-    torch.testing.assert_close(got.kernels, want.kernels, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got.kernels, want.kernels, **F32_SUM_ORDER)

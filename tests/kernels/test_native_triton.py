@@ -13,6 +13,7 @@ import torch
 
 from engine.backbone.native import NativeBackbone
 from engine.preprocess import voxelize
+from tests.tolerances import F32_NETWORK
 
 FIELDS = ("semantic_scores", "offsets", "heat_logits", "mask_features", "kernel_features")
 
@@ -29,7 +30,7 @@ def test_triton_form_equals_torch_form(random_model, cpu, num_points, seed):
     got, want = triton_form(*args), torch_form(*args)
     assert torch.equal(got.object_idx, want.object_idx)
     for field in FIELDS:
-        torch.testing.assert_close(getattr(got, field), getattr(want, field), rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(getattr(got, field), getattr(want, field), **F32_NETWORK)
 
 
 def test_reduced_precision_needs_the_triton_form(random_model, cpu):

@@ -16,6 +16,7 @@ from engine.pipeline import infer_scene
 from engine.stage_timer import StageTimer
 from engine.synthetic import generate_scene
 from tests.sessions import cpu_session
+from tests.tolerances import SCORES
 
 
 def _infer(session, scene):
@@ -37,7 +38,7 @@ def test_triton_kernels_equal_torch_kernels(random_model, num_points, seed):
     np.testing.assert_array_equal(got.thresholds, want.thresholds)
     np.testing.assert_array_equal(got.pred_labels, want.pred_labels)
     np.testing.assert_array_equal(got.pred_masks, want.pred_masks)
-    np.testing.assert_allclose(got.pred_scores, want.pred_scores, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got.pred_scores, want.pred_scores, **SCORES)
 
 
 def test_cli_triton_kernels_on_cpu(tmp_path, capsys):
