@@ -280,6 +280,25 @@ def test_greedy_order_at_low_iou():
     _assert_same(_vectorized([scene]), expected_ap, expected)
 
 
+KNOWN_CHAIR_AP = [  # (ground truth, predictions, chair AP at IoU 0.25, at 0.5): the cases above
+    ([(CHAIR, 200), (TABLE, 300)], [([(0, 200)], CHAIR, 0.8), ([(200, 400)], CHAIR, 0.9)], 0.25, 0.25),
+    ([(CHAIR, 200), (TABLE, 300)], [([(0, 200)], CHAIR, 0.5), ([(200, 400)], CHAIR, 0.5)], 0.75, 0.75),
+    ([(CHAIR, 200)], [([(0, 200)], CHAIR, 0.3), ([(0, 200)], CHAIR, 0.8)], 1.0, 1.0),
+    ([(CHAIR, 200), (CHAIR, 99)], [([(0, 200)], CHAIR, 0.5), ([(200, 299)], CHAIR, 0.9)], 1.0, 1.0),
+    ([(CHAIR, 200), (0, 100), (TABLE, 100)], [([(0, 200)], CHAIR, 0.8), ([(200, 400)], CHAIR, 0.9)], 1.0, 0.25),
+    ([(CHAIR, 200)], [([(0, 100)], CHAIR, 0.9)], 1.0, 0.0),
+    ([(CHAIR, 200), (CHAIR, 200)], [([(0, 160), (200, 360)], CHAIR, 0.9), ([(200, 400)], CHAIR, 0.6)], 1.0, 0.125),
+]
+
+
+@pytest.mark.parametrize(("gt_segments", "preds", "ap25", "ap50"), KNOWN_CHAIR_AP)
+def test_oracle_gives_the_known_figures(gt_segments, preds, ap25, ap50):
+    """The oracle on its own, against the hand-derived figures of the tests above."""
+    expected_ap, _ = oracle_instance_ap([_scene(gt_segments, preds)])
+    chair = expected_ap[EVAL_NYU40_IDS.index(CHAIR)]
+    assert (chair[COLUMN[0.25]], chair[COLUMN[0.5]]) == (ap25, ap50)
+
+
 def test_match_scene_rejects_inconsistent_inputs():
     masks, labels, scores, gt_ids = _scene([(CHAIR, 200)], [([(0, 200)], CHAIR, 0.9)])
     with pytest.raises(ValueError, match="pred_masks"):
