@@ -5,8 +5,9 @@ The official script is ScanNet's ``BenchmarkScripts/3d_evaluation/evaluate_seman
 ground-truth instances and predictions, comparing full-scene arrays for every (prediction, ground
 truth) pair. Here a scene is reduced once to per-instance counts (:func:`match_scene`), and the
 AP of every class and threshold is computed from those counts over all scenes at once
-(:func:`average_precisions`). Every figure equals the official one bit for bit (checked against a
-literal loop-based transcription in ``tests/official_instance_ap.py``).
+(:func:`average_precisions`). Every figure is meant to equal the official one bit for bit: the
+float operations are the benchmark's. The tests check every figure exactly against an independent
+per-instance implementation of the definition, ``tests/instance_ap_oracle.py``.
 
 The algorithm, restated:
 

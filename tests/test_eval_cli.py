@@ -1,5 +1,5 @@
-"""``python -m engine.eval`` on submissions written by engine.outputs: the figures of the literal
-benchmark transcription, the table, the JSON, and every bad input as one line on stderr."""
+"""``python -m engine.eval`` on submissions written by engine.outputs: the figures of the AP oracle
+(tests/instance_ap_oracle.py), the table, the JSON, and every bad input as one line on stderr."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from engine import eval as evaluation
 from engine.instance_ap import EVAL_CLASS_NAMES
 from engine.outputs import write_scannet_submission
-from tests.official_instance_ap import official_instance_ap
+from tests.instance_ap_oracle import oracle_instance_ap
 from tests.test_instance_ap import random_scene
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -56,14 +56,14 @@ def case(tmp_path):
 
 
 @pytest.mark.parametrize("seed", range(4))
-def test_figures_equal_the_official_algorithm(tmp_path, capsys, seed):
+def test_figures_equal_the_oracle(tmp_path, capsys, seed):
     rng = np.random.default_rng(100 + seed)
     scenes = [random_scene(rng) for _ in SCENES]
     pred, gt = _write_case(tmp_path, scenes)
     code, out, err = _run(["--pred", pred, "--gt", gt, "--json", tmp_path / "ap.json"], capsys)
     assert code == 0, err
     figures = json.loads((tmp_path / "ap.json").read_text())
-    _, expected = official_instance_ap(scenes)
+    _, expected = oracle_instance_ap(scenes)
     for key in ("mAP", "AP50", "AP25"):
         assert figures[key] == _json(expected[key]), key
     for name in EVAL_CLASS_NAMES:
@@ -92,7 +92,7 @@ def test_ground_truth_without_prediction_is_noted_and_skipped(case, tmp_path, ca
     (pred / f"{SCENES[2]}.txt").unlink()
     code, _, err = _run(["--pred", pred, "--gt", gt, "--json", tmp_path / "ap.json"], capsys)
     assert code == 0 and err.startswith("note: 1 ground-truth scene") and SCENES[2] in err
-    _, expected = official_instance_ap(scenes[:2])
+    _, expected = oracle_instance_ap(scenes[:2])
     assert json.loads((tmp_path / "ap.json").read_text())["mAP"] == _json(expected["mAP"])
 
 

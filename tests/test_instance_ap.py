@@ -1,5 +1,6 @@
-"""Instance AP (engine.instance_ap): hand-built cases with known AP, and random cases against the
-literal transcription of the benchmark script (tests/official_instance_ap.py), figure for figure."""
+"""Instance AP (engine.instance_ap): hand-built cases with known AP, and random cases against an
+independent per-instance implementation of the definition (tests/instance_ap_oracle.py), figure
+for figure."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from engine.instance_ap import (
     average_precisions,
     match_scene,
 )
-from tests.official_instance_ap import official_instance_ap
+from tests.instance_ap_oracle import oracle_instance_ap
 
 CHAIR, TABLE, DESK = 5, 7, 14
 COLUMN = {round(float(t), 2): i for i, t in enumerate(OVERLAPS)}
@@ -99,7 +100,7 @@ def _assert_same(result, expected_ap, expected):
     if mismatch.any():
         c, t = np.argwhere(mismatch)[0]
         pytest.fail(f"AP differs first at class {EVAL_CLASS_NAMES[c]}, IoU {OVERLAPS[t]:.2f}: "
-                    f"{result.ap[c, t]!r} vs official {expected_ap[c, t]!r}")
+                    f"{result.ap[c, t]!r} vs oracle {expected_ap[c, t]!r}")
     summary = result.to_json_dict()
     for key in ("mAP", "AP50", "AP25"):
         _assert_float(summary[key], expected[key], key)
@@ -108,26 +109,26 @@ def _assert_same(result, expected_ap, expected):
             _assert_float(summary["classes"][name][key], expected["classes"][name][key], f"{name} {key}")
 
 
-def _assert_float(value, official, what):
-    if math.isnan(official):
-        assert value is None, f"{what}: {value!r}, official NaN"
+def _assert_float(value, expected, what):
+    if math.isnan(expected):
+        assert value is None, f"{what}: {value!r}, oracle NaN"
     else:
-        assert value == official, f"{what}: {value!r} vs official {official!r}"
+        assert value == expected, f"{what}: {value!r} vs oracle {expected!r}"
 
 
 @pytest.mark.parametrize("seed", range(60))
-def test_random_cases_equal_the_official_algorithm(seed):
+def test_random_cases_equal_the_oracle(seed):
     rng = np.random.default_rng(seed)
     scenes = [random_scene(rng) for _ in range(int(rng.integers(1, 5)))]
-    expected_ap, expected = official_instance_ap(scenes)
+    expected_ap, expected = oracle_instance_ap(scenes)
     _assert_same(_vectorized(scenes), expected_ap, expected)
 
 
 @pytest.mark.parametrize("seed", range(30))
-def test_crowded_cases_equal_the_official_algorithm(seed):
+def test_crowded_cases_equal_the_oracle(seed):
     rng = np.random.default_rng(1000 + seed)
     scenes = [crowded_scene(rng) for _ in range(int(rng.integers(1, 4)))]
-    expected_ap, expected = official_instance_ap(scenes)
+    expected_ap, expected = oracle_instance_ap(scenes)
     _assert_same(_vectorized(scenes), expected_ap, expected)
 
 
@@ -275,8 +276,27 @@ def test_greedy_order_at_low_iou():
     # At 0.5 prediction 0 matches nothing: a false positive at 0.9, A missed, B found at 0.6:
     # points (p 0.5, r 0.5), (p 0, r 0), then (1, 0) -> 0.125.
     assert ap[COLUMN[0.5]] == 0.125
-    expected_ap, expected = official_instance_ap([scene])
+    expected_ap, expected = oracle_instance_ap([scene])
     _assert_same(_vectorized([scene]), expected_ap, expected)
+
+
+KNOWN_CHAIR_AP = [  # (ground truth, predictions, chair AP at IoU 0.25, at 0.5): the cases above
+    ([(CHAIR, 200), (TABLE, 300)], [([(0, 200)], CHAIR, 0.8), ([(200, 400)], CHAIR, 0.9)], 0.25, 0.25),
+    ([(CHAIR, 200), (TABLE, 300)], [([(0, 200)], CHAIR, 0.5), ([(200, 400)], CHAIR, 0.5)], 0.75, 0.75),
+    ([(CHAIR, 200)], [([(0, 200)], CHAIR, 0.3), ([(0, 200)], CHAIR, 0.8)], 1.0, 1.0),
+    ([(CHAIR, 200), (CHAIR, 99)], [([(0, 200)], CHAIR, 0.5), ([(200, 299)], CHAIR, 0.9)], 1.0, 1.0),
+    ([(CHAIR, 200), (0, 100), (TABLE, 100)], [([(0, 200)], CHAIR, 0.8), ([(200, 400)], CHAIR, 0.9)], 1.0, 0.25),
+    ([(CHAIR, 200)], [([(0, 100)], CHAIR, 0.9)], 1.0, 0.0),
+    ([(CHAIR, 200), (CHAIR, 200)], [([(0, 160), (200, 360)], CHAIR, 0.9), ([(200, 400)], CHAIR, 0.6)], 1.0, 0.125),
+]
+
+
+@pytest.mark.parametrize(("gt_segments", "preds", "ap25", "ap50"), KNOWN_CHAIR_AP)
+def test_oracle_gives_the_known_figures(gt_segments, preds, ap25, ap50):
+    """The oracle on its own, against the hand-derived figures of the tests above."""
+    expected_ap, _ = oracle_instance_ap([_scene(gt_segments, preds)])
+    chair = expected_ap[EVAL_NYU40_IDS.index(CHAIR)]
+    assert (chair[COLUMN[0.25]], chair[COLUMN[0.5]]) == (ap25, ap50)
 
 
 def test_match_scene_rejects_inconsistent_inputs():

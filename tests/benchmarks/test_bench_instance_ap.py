@@ -1,5 +1,5 @@
-"""Instance AP on 100 synthetic ScanNet-sized scenes: the benchmark script's algorithm transcribed
-literally (tests/official_instance_ap.py, the reference) against engine.instance_ap.
+"""Instance AP on 100 synthetic ScanNet-sized scenes: the per-instance oracle written from the
+definition (tests/instance_ap_oracle.py, the reference) against engine.instance_ap.
 
 Three groups, each with the two variants side by side: ``match`` (scene -> per-instance counts),
 ``ap`` (counts -> AP table and means) and ``total`` (both). Masks are in memory; reading text files
@@ -13,7 +13,7 @@ import pytest
 
 from engine.instance_ap import EVAL_NYU40_IDS, average_precisions, match_scene
 from engine.synthetic import generate_scene, instance_gt
-from tests.official_instance_ap import averages, evaluate, official_instance_ap, scene_records
+from tests.instance_ap_oracle import ap_by_threshold, describe_scene, oracle_instance_ap, summarize
 
 NUM_SCENES = 100
 POINTS = 150_000
@@ -49,7 +49,7 @@ def scenes():
 @pytest.fixture(scope="module")
 def same_figures(scenes):
     """Checked once, outside the timings: both variants give the same AP table."""
-    expected_ap, _ = official_instance_ap(scenes)
+    expected_ap, _ = oracle_instance_ap(scenes)
     result = average_precisions([match_scene(*scene) for scene in scenes])
     assert np.array_equal(result.ap, expected_ap, equal_nan=True)
     return True
@@ -63,26 +63,26 @@ def _info(benchmark, scenes) -> None:
     )
 
 
-def _official_match(scenes):
-    return [scene_records(f"scene{i}", *scene) for i, scene in enumerate(scenes)]
+def _oracle_match(scenes):
+    return [describe_scene(*scene) for scene in scenes]
 
 
 def _vectorized_match(scenes):
     return [match_scene(*scene) for scene in scenes]
 
 
-MATCH = {"official": _official_match, "vectorized": _vectorized_match}
-AP = {"official": lambda matched: averages(evaluate(matched)), "vectorized": average_precisions}
+MATCH = {"oracle": _oracle_match, "vectorized": _vectorized_match}
+AP = {"oracle": lambda matched: summarize(ap_by_threshold(matched)), "vectorized": average_precisions}
 
 
-@pytest.mark.parametrize("variant", ["official", "vectorized"])
+@pytest.mark.parametrize("variant", ["oracle", "vectorized"])
 @pytest.mark.benchmark(group="instance_ap: match, 100 scenes")
 def test_match(benchmark, scenes, same_figures, variant):
     _info(benchmark, scenes)
     benchmark.pedantic(MATCH[variant], args=(scenes,), rounds=3, warmup_rounds=0)
 
 
-@pytest.mark.parametrize("variant", ["official", "vectorized"])
+@pytest.mark.parametrize("variant", ["oracle", "vectorized"])
 @pytest.mark.benchmark(group="instance_ap: ap from matches, 100 scenes")
 def test_ap(benchmark, scenes, same_figures, variant):
     _info(benchmark, scenes)
@@ -90,7 +90,7 @@ def test_ap(benchmark, scenes, same_figures, variant):
     benchmark.pedantic(AP[variant], args=(matched,), rounds=5, warmup_rounds=1)
 
 
-@pytest.mark.parametrize("variant", ["official", "vectorized"])
+@pytest.mark.parametrize("variant", ["oracle", "vectorized"])
 @pytest.mark.benchmark(group="instance_ap: total, 100 scenes")
 def test_total(benchmark, scenes, same_figures, variant):
     _info(benchmark, scenes)
