@@ -7,7 +7,8 @@ source with ``ast``, so nothing is executed). Layers, top down:
   and its command; nothing imports it), ``profiling``;
 * the seam: ``engine.session`` builds a ``Session`` (backbone x kernels); ``engine.pipeline`` runs it;
 * the stages and their backends: ``engine.backbone``, ``engine.encoding``, ..., ``kernels``, ``export``;
-* leaves: ``engine.errors``, ``engine.classes``, ``engine.budget``, ``engine.atomic``.
+* leaves: ``engine.errors``, ``engine.classes``, ``engine.budget``, ``engine.atomic``,
+  ``engine.environment``, ``engine.host_allocator``.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("engine", "kernels", "export", "profiling")
-LEAVES = ("engine.errors", "engine.classes", "engine.budget", "engine.atomic")
+LEAVES = ("engine.errors", "engine.classes", "engine.budget", "engine.atomic", "engine.environment",
+          "engine.host_allocator")
 COMMANDS = ("engine.run", "engine.eval", "engine.prepare_gt", "export.onnx", "profiling")
 
 

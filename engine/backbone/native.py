@@ -23,6 +23,7 @@ from torch import nn
 from engine.backbone.folded import ConvKinds, FoldedBackbone, State, conv_matrices
 from engine.backbone.kernel_maps import SUBM_CENTRE, KernelMaps, build_kernel_maps, inverse_map
 from engine.backbone.sparse_conv import OffsetPairs, sparse_conv
+from engine.host_allocator import keep_freed_blocks
 from engine.model import DKNet, PointOutputs, select_object_points
 
 
@@ -105,6 +106,8 @@ class NativeBackbone:
             triton = device.type == "cuda" and _triton_runs_on(device)
         if precision != "fp32" and not triton:
             raise ValueError(f"native backbone precision {precision!r} needs the Triton form (a CUDA device)")
+        if device.type == "cpu":
+            keep_freed_blocks()  # its temporaries reuse heap memory instead of fresh pages (engine.host_allocator)
         self.device = device
         self.triton = triton
         self.network = FoldedBackbone(state, triton_kinds(precision) if triton else NATIVE_KINDS).to(device)

@@ -18,9 +18,10 @@ Three forms compute this sum:
   over all rows that starts the sum, so it needs neither gather nor scatter.
 * ``kernels.sparse_conv``: the same sum as one Triton kernel (implicit GEMM) on GPUs.
 
-Determinism: within one offset every output row appears at most once (a voxel has one neighbour
-per offset), so each ``index_add_`` touches distinct rows, and offsets are added in index order:
-the same bits every run, on any thread count, on CPU and CUDA alike (no two additions race).
+Determinism: every output row receives its products in offset order, the identity offset first:
+torch's CPU ``index_add_`` accumulates rows in index order, and on CUDA each call adds one offset,
+within which a row appears at most once (a voxel has one neighbour per offset), so no two additions
+race: the same bits every run, on any thread count.
 
 The GEMM: on CPU, torch's oneDNN linear (``torch.ops.mkldnn._linear_pointwise``) where this torch
 build has it; it ran at 1.2–1.5x ``torch.mm``'s rate on the DKNet layer shapes on an AMD Zen 5
@@ -53,34 +54,40 @@ def linear(rows: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None
     return F.linear(rows, weight_t, bias)
 
 
+GROUP_ELEMENTS = 1 << 24  # gathered rows (or products) per gather -> GEMMs -> scatter group: 64 MiB float32
+
+
 @dataclass(frozen=True)
 class OffsetPairs:
     """The real pairs of one neighbour map, grouped by offset (built once per map, reused by every
     conv that shares it: a U-Net level's submanifold convs, a down conv and its inverse).
 
-    ``in_rows[k]``, ``out_rows[k]`` (P_k,) int64: pair ``i`` of offset ``k`` feeds input row
-    ``in_rows[k][i]`` into output row ``out_rows[k][i]``; output rows ascend within an offset.
-    ``identity``: the offset whose pairs are exactly (p, p) for every row (a submanifold conv's
-    centre), run without gather and scatter; None when there is none.
+    ``in_rows``, ``out_rows`` (P,) int64: pair ``i`` feeds input row ``in_rows[i]`` into output row
+    ``out_rows[i]``; the pairs of offset 0 come first, then offset 1, ..., ``counts[k]`` of them for
+    offset ``k`` (K,). ``identity``: the offset whose pairs are exactly (p, p) for every row (a
+    submanifold conv's centre): its pairs are not listed (``counts[identity] == 0``), it runs as
+    one GEMM over all rows without gather or scatter; None when there is none.
     """
 
-    in_rows: tuple[torch.Tensor, ...]
-    out_rows: tuple[torch.Tensor, ...]
+    in_rows: torch.Tensor
+    out_rows: torch.Tensor
+    counts: tuple[int, ...]
     num_in: int
     num_out: int
     identity: int | None = None
 
     @property
     def num_offsets(self) -> int:
-        return len(self.in_rows)
+        return len(self.counts)
 
     @property
     def num_pairs(self) -> int:
-        return sum(int(rows.numel()) for rows in self.in_rows)
+        """Real pairs, the identity offset's included."""
+        return len(self.in_rows) + (self.num_out if self.identity is not None else 0)
 
     def transposed(self) -> OffsetPairs:
         """The pairs with inputs and outputs swapped: an inverse conv on a down conv's pairs."""
-        return OffsetPairs(self.out_rows, self.in_rows, self.num_out, self.num_in, self.identity)
+        return OffsetPairs(self.out_rows, self.in_rows, self.counts, self.num_out, self.num_in, self.identity)
 
     @classmethod
     def from_neighbours(cls, neighbours: torch.Tensor, num_in: int, identity: int | None = None) -> OffsetPairs:
@@ -88,21 +95,48 @@ class OffsetPairs:
         ``identity``: an offset known to pair every row with itself (checked when V_out > 0)."""
         num_out, num_offsets = neighbours.shape
         real = (neighbours >= 0) & (neighbours < num_in)
-        offsets, out_rows = torch.nonzero(real.t(), as_tuple=True)  # ordered by offset, then row
-        in_rows = neighbours[out_rows, offsets]
-        counts = torch.bincount(offsets, minlength=num_offsets).tolist()
         if identity is not None and num_out:
             centre = neighbours[:, identity]
             if num_in != num_out or not torch.equal(centre, torch.arange(num_out, device=centre.device)):
                 raise ValueError(f"offset {identity} does not pair every row with itself")
-        return cls(tuple(in_rows.split(counts)), tuple(out_rows.split(counts)), num_in, num_out, identity)
+            real[:, identity] = False
+        offsets, out_rows = torch.nonzero(real.t(), as_tuple=True)  # ordered by offset, then row
+        counts = torch.bincount(offsets, minlength=num_offsets).tolist()
+        return cls(neighbours[out_rows, offsets], out_rows, tuple(counts), num_in, num_out, identity)
+
+    def groups(self, channels: int, per_offset: bool = False) -> list[tuple[int, int, list[int]]]:
+        """Consecutive offsets with pairs, grouped so that a group's rows x ``channels`` stay near
+        ``GROUP_ELEMENTS`` (one offset per group with ``per_offset``): (first pair, end pair,
+        offsets) per group."""
+        budget = 1 if per_offset else max(GROUP_ELEMENTS // max(channels, 1), 1)
+        groups: list[tuple[int, int, list[int]]] = []
+        start = end = 0
+        offsets: list[int] = []
+        for k, count in enumerate(self.counts):
+            if not count:
+                continue
+            if offsets and end - start + count > budget:
+                groups.append((start, end, offsets))
+                start, offsets = end, []
+            offsets.append(k)
+            end += count
+        if offsets:
+            groups.append((start, end, offsets))
+        return groups
 
 
 def sparse_conv(features: torch.Tensor, pairs: OffsetPairs, weight_t: torch.Tensor,
                 bias: torch.Tensor | None = None) -> torch.Tensor:
     """The engine's sparse conv: features (V_in, Cin) float32, weight_t (K, Cout, Cin) (each
     offset's matrix transposed, contiguous: the GEMM's packed layout), bias (Cout,) or None ->
-    (V_out, Cout) float32. See the module docstring for the order of the sums."""
+    (V_out, Cout) float32.
+
+    The identity offset's GEMM (with the bias) starts the sum; then, per group of offsets (see
+    ``OffsetPairs.groups``), one gather of the group's input rows, one GEMM per offset on its slice,
+    and one ``index_add_`` of the group's products. torch's CPU ``index_add_`` accumulates each row
+    in index order (a stable sort by row, then per-row sums), so each output row receives its
+    products in offset order, every run; on CUDA no row repeats within an offset either.
+    """
     num_out, out_channels = pairs.num_out, weight_t.shape[1]
     if pairs.identity is not None:
         out = linear(features, weight_t[pairs.identity], bias)
@@ -110,11 +144,13 @@ def sparse_conv(features: torch.Tensor, pairs: OffsetPairs, weight_t: torch.Tens
         out = features.new_zeros(num_out, out_channels)
         if bias is not None:
             out += bias
-    for k in range(pairs.num_offsets):
-        if k == pairs.identity or not pairs.in_rows[k].numel():
-            continue
-        products = linear(features.index_select(0, pairs.in_rows[k]), weight_t[k])
-        out.index_add_(0, pairs.out_rows[k], products)
+    channels = max(features.shape[1], out_channels)
+    # CUDA's index_add_ adds with atomics: one offset per call, whose rows are distinct.
+    for start, end, offsets in pairs.groups(channels, per_offset=features.device.type != "cpu"):
+        gathered = features.index_select(0, pairs.in_rows[start:end])
+        chunks = gathered.split([pairs.counts[k] for k in offsets])
+        products = torch.cat([linear(chunk, weight_t[k]) for k, chunk in zip(offsets, chunks, strict=True)])
+        out.index_add_(0, pairs.out_rows[start:end], products)
     return out
 
 

