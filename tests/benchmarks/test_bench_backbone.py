@@ -62,7 +62,7 @@ def setup(request, model, scene):
 
 def _record(benchmark, backbone, outputs, reference, flops: float) -> None:
     median_s = benchmark.stats.stats.median
-    benchmark.extra_info.update(provider=backbone.provider, voxels=int(outputs.semantic_scores.shape[0]),
+    benchmark.extra_info.update(provider=backbone.provider, points=int(outputs.semantic_scores.shape[0]),
                                 gflop=flops / 1e9, gflop_per_s=flops / median_s / 1e9)
     if reference is not None:
         benchmark.extra_info["max_abs_difference"] = max(
