@@ -70,7 +70,7 @@ class EncodingResult:
     candidates: encoding.Candidates | PaddedCandidates  # host lists (reference) or device rows (Triton)
     instances: encoding.Instances
     theta: torch.Tensor  # (I, 337) float32 dynamic-conv parameters
-    centres: torch.Tensor  # (I,) int64 point index of each instance centre
+    instance_centers: torch.Tensor  # (I,) int64 point index of each instance centre
 
 
 def run_backbone(backbone: Backbone, xyz: np.ndarray, rgb: np.ndarray, device: torch.device) -> BackboneResult:
@@ -101,7 +101,7 @@ def run_encoding(model: DKNet, backbone: BackboneResult, use_triton: bool = Fals
 def run_decoding(backbone: BackboneResult, encoded: EncodingResult) -> torch.Tensor:
     """SPEC §8: soft masks (N, I) float32 of all instances."""
     xyz_m = backbone.vox.xyz_m
-    return decode_masks(encoded.theta, backbone.points.mask_features, xyz_m, xyz_m[encoded.centres])
+    return decode_masks(encoded.theta, backbone.points.mask_features, xyz_m, xyz_m[encoded.instance_centers])
 
 
 def run_decoding_triton(backbone: BackboneResult, encoded: EncodingResult) -> MaskSource:
@@ -110,7 +110,7 @@ def run_decoding_triton(backbone: BackboneResult, encoded: EncodingResult) -> Ma
     from kernels.postprocess import RecomputedMasks
 
     xyz_m = backbone.vox.xyz_m
-    return RecomputedMasks(encoded.theta, backbone.points.mask_features, xyz_m, xyz_m[encoded.centres])
+    return RecomputedMasks(encoded.theta, backbone.points.mask_features, xyz_m, xyz_m[encoded.instance_centers])
 
 
 def run_post_processing(masks: torch.Tensor | MaskSource, backbone: BackboneResult,
@@ -170,7 +170,7 @@ def infer_scene(session: Session, xyz: np.ndarray, rgb: np.ndarray, superpoints:
         offsets=backbone.points.offsets.cpu().numpy(),
         heatmap=heatmap.cpu().numpy(),
         candidates=obj[torch.as_tensor(encoded.candidates.points, device=obj.device)].cpu().numpy(),
-        instance_centers=encoded.centres.cpu().numpy(),
+        instance_centers=encoded.instance_centers.cpu().numpy(),
         thresholds=post.thresholds.cpu().numpy(),
         pred_masks=post.masks.cpu().numpy(),
         pred_labels=nyu40[post.classes].cpu().numpy(),

@@ -166,7 +166,7 @@ class StoredMasks:
         return self.masks[points.unsqueeze(1), instances.unsqueeze(0)].max(dim=1)
 
     def instance_sums(self, values: torch.Tensor, assignment: torch.Tensor, count: int) -> torch.Tensor:
-        return per_instance_sum(values, assignment, count)
+        return instance_sums(values, assignment, count)
 
 
 def _assign_blocks(scores: torch.Tensor, thresholds: torch.Tensor,
@@ -222,7 +222,7 @@ def instance_classes(assignment: torch.Tensor, labels: torch.Tensor, object_idx:
     return torch.where(votes.sum(dim=1) > 0, classes, torch.full_like(classes, INVALID_CLASS))
 
 
-def per_instance_sum(values: torch.Tensor, assignment: torch.Tensor, count: int) -> torch.Tensor:
+def instance_sums(values: torch.Tensor, assignment: torch.Tensor, count: int) -> torch.Tensor:
     """Σ of ``values`` (N,) over each instance's assigned points -> (I,), in the dtype of ``values``."""
     keep = assignment >= 0
     sums = torch.zeros(count, dtype=values.dtype, device=values.device)

@@ -21,11 +21,10 @@ from __future__ import annotations
 import torch
 
 from engine.decoding import HIDDEN, IN_CHANNELS, decode_masks
-from engine.model import EMBED
+from engine.model import DYNAMIC_PARAMS, EMBED
 from engine.postprocess import OTSU_LEVELS, otsu_histograms
 from kernels._triton import jit, require_triton, tl, triton
 
-PARAMETERS = HIDDEN * IN_CHANNELS + 2 * HIDDEN + 1  # 337 = W1 (16·19) + b1 (16) + W2 (16) + b2 (1)
 MAX_BLOCK_POINTS = 128  # points per program: a (128, 32) input tile and (128, 16) hidden tile in registers
 MIN_BLOCK_POINTS = 16  # tl.dot needs at least 16 rows
 
@@ -100,11 +99,11 @@ def check_decode_shapes(theta: torch.Tensor, mask_features: torch.Tensor, xyz_m:
                         centres_m: torch.Tensor) -> None:
     """Raise ValueError unless theta (I, 337), mask_features (N, 16), xyz_m (N, 3), centres_m (I, 3)."""
     count, num_points = theta.shape[0], xyz_m.shape[0]
-    if theta.shape[1:] != (PARAMETERS,) or mask_features.shape != (num_points, EMBED) \
+    if theta.shape[1:] != (DYNAMIC_PARAMS,) or mask_features.shape != (num_points, EMBED) \
             or centres_m.shape != (count, 3) or xyz_m.shape[1:] != (3,):
         raise ValueError(f"shapes theta {tuple(theta.shape)}, mask_features {tuple(mask_features.shape)}, "
                          f"xyz_m {tuple(xyz_m.shape)}, centres_m {tuple(centres_m.shape)}: expected "
-                         f"(I, {PARAMETERS}), (N, {EMBED}), (N, 3), (I, 3)")
+                         f"(I, {DYNAMIC_PARAMS}), (N, {EMBED}), (N, 3), (I, 3)")
 
 
 def block_points_for(num_points: int) -> int:

@@ -68,7 +68,7 @@ def measure(sizes: list[int], instance_counts: list[int], repeats: int, seed: in
         by_instances: dict[str, list[float]] = {"decoding": [], "post_processing": []}
         for count in instance_counts:
             subset = type(encoded)(encoded.candidates, encoded.instances, encoded.theta[:count],
-                                   encoded.centres[:count])
+                                   encoded.instance_centers[:count])
             masks = run_decoding(backbone, subset)
             by_instances["decoding"].append(_median_ms(lambda s=subset: run_decoding(backbone, s), repeats))
             by_instances["post_processing"].append(_median_ms(

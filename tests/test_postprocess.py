@@ -95,7 +95,7 @@ def test_cover_quirk_truncates_the_numerator():
     assert result[0].shape[0] == 0  # 3 points only: dropped by the size filter, as it should
     kept = masks * (masks >= 0.5)
     assignment, best = pp.assign(kept, torch.tensor([0.5, 0.5]))
-    covered = pp.per_instance_sum(best, assignment, 2).floor()
+    covered = pp.instance_sums(best, assignment, 2).floor()
     assert covered.tolist() == [2.0, 0.0]  # 2.7 truncated to 2
 
 

@@ -42,7 +42,8 @@ def scene(request, model):
 
 
 def _first_instances(encoded: EncodingResult, count: int) -> EncodingResult:
-    return EncodingResult(encoded.candidates, encoded.instances, encoded.theta[:count], encoded.centres[:count])
+    return EncodingResult(encoded.candidates, encoded.instances, encoded.theta[:count],
+                          encoded.instance_centers[:count])
 
 
 def _decode_flops(num_points: int, num_instances: int) -> int:

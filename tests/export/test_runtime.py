@@ -49,7 +49,7 @@ def test_same_instances_as_reference_backend(ort_backbone, spconv_backbone, rand
     enc, ours = _instances(ort_backbone, random_model, xyz, room.colors, segments)
     assert ref.masks.shape[0] > 0  # the comparison covers real instances
     assert np.array_equal(enc.candidates.points, ref_enc.candidates.points)
-    assert torch.equal(enc.centres, ref_enc.centres)
+    assert torch.equal(enc.instance_centers, ref_enc.instance_centers)
     assert torch.equal(ours.masks, ref.masks) and torch.equal(ours.classes, ref.classes)
     torch.testing.assert_close(ours.scores, ref.scores, **TOLERANCE[torch.float32])
 

@@ -14,8 +14,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from engine import postprocess
 from engine.decoding import decode_masks
-from engine.postprocess import ZERO_STANDIN, per_instance_sum
+from engine.postprocess import ZERO_STANDIN
 from kernels.assign import best_instances, instance_sums
 from tests.kernels.test_decode import random_inputs
 
@@ -128,13 +129,13 @@ def test_instance_sums_match_reference(count, num_points):
     got = instance_sums(values, assignment, count)
     assert got.shape == (count,) and got.dtype == torch.float32
     # float32 sums of <= 5000 values in [0, 1] in two orders: relative error <= ~N·2^-24
-    assert torch.allclose(got, per_instance_sum(values, assignment, count), rtol=1e-4, atol=1e-6)
+    assert torch.allclose(got, postprocess.instance_sums(values, assignment, count), rtol=1e-4, atol=1e-6)
     ones = torch.ones(num_points, dtype=torch.float64)
     counts = torch.bincount(assignment[assignment >= 0], minlength=count).double()
     assert torch.equal(instance_sums(ones, assignment, count), counts)
     # float64 sums of float32 values >= 2^-7 are exact in any order (engine.postprocess, step 3)
     exact = (values.clamp(min=0.01)).double()
-    assert torch.equal(instance_sums(exact, assignment, count), per_instance_sum(exact, assignment, count))
+    assert torch.equal(instance_sums(exact, assignment, count), postprocess.instance_sums(exact, assignment, count))
 
 
 def test_instance_sums_all_unassigned():

@@ -19,7 +19,8 @@ import math
 import pytest
 import torch
 
-from kernels.decode import PARAMETERS, block_points_for, decode_histograms, decode_histograms_reference
+from engine.model import DYNAMIC_PARAMS
+from kernels.decode import block_points_for, decode_histograms, decode_histograms_reference
 
 LEVELS = 100
 
@@ -27,7 +28,7 @@ LEVELS = 100
 def random_inputs(count: int, num_points: int, seed: int) -> tuple[torch.Tensor, ...]:
     """theta (I, 337), mask_features (N, 16), xyz_m (N, 3), centres_m (I, 3) float32, as in test_decoding."""
     g = torch.Generator().manual_seed(seed)
-    theta = torch.randn(count, PARAMETERS, generator=g) * 0.5
+    theta = torch.randn(count, DYNAMIC_PARAMS, generator=g) * 0.5
     features = torch.randn(num_points, 16, generator=g)
     xyz_m = torch.randn(num_points, 3, generator=g) * 3
     centres_m = torch.randn(count, 3, generator=g) * 3
