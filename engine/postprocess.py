@@ -75,16 +75,6 @@ def _min_nonzero(thresholds: torch.Tensor) -> torch.Tensor | None:
     return nonzero.min() if nonzero.numel() else None
 
 
-def assign(scores: torch.Tensor, thresholds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per point the first instance with the largest score; -1 where that score is below the
-    smallest non-zero threshold (everywhere if no threshold is non-zero).
-
-    scores (N, I) float32, thresholds (I,) float32 -> (assignment (N,) int64, best score (N,) float32).
-    """
-    assignment, best, _ = _assign_blocks(scores, thresholds)
-    return assignment, best
-
-
 def restrict(assignment: torch.Tensor, best: torch.Tensor, masks: MaskSource, keep: torch.Tensor,
              thresholds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``assign`` over the kept instances only, computed from the assignment over all of them.
@@ -153,13 +143,13 @@ class StoredMasks:
         def threshold(block: torch.Tensor, buffer: torch.Tensor) -> None:
             block.mul_(torch.ge(block, thresholds, out=buffer))
 
-        return _assign_blocks(self.masks, thresholds, threshold, with_column_sums=True)
+        return assign_blocks(self.masks, thresholds, threshold, with_column_sums=True)
 
     def rescale_pass(self, cover: torch.Tensor, scaled_thresholds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         def rescale(block: torch.Tensor, _: torch.Tensor) -> None:
             torch.sqrt(block.mul_(cover).clamp_(min=ZERO_STANDIN), out=block)
 
-        assignment, best, _ = _assign_blocks(self.masks, scaled_thresholds, rescale)
+        assignment, best, _ = assign_blocks(self.masks, scaled_thresholds, rescale)
         return assignment, best
 
     def best_among(self, points: torch.Tensor, instances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -169,7 +159,7 @@ class StoredMasks:
         return instance_sums(values, assignment, count)
 
 
-def _assign_blocks(scores: torch.Tensor, thresholds: torch.Tensor,
+def assign_blocks(scores: torch.Tensor, thresholds: torch.Tensor,
                    transform: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
                    with_column_sums: bool = False):
     """``assign``, in cache-sized blocks of points, each first rewritten in place by ``transform``
@@ -255,13 +245,6 @@ def _nothing_kept(thresholds: torch.Tensor, num_points: int) -> PostResult:
     empty = torch.zeros(0, dtype=torch.int64, device=device)
     return PostResult(thresholds=thresholds, masks=torch.zeros(0, num_points, dtype=torch.bool, device=device),
                       classes=empty, scores=torch.zeros(0, device=device), instance_ids=empty)
-
-
-def postprocess(masks: torch.Tensor, semantic_scores: torch.Tensor, object_idx: torch.Tensor,
-                superpoints: torch.Tensor | None) -> PostResult:
-    """``postprocess_masks`` of a stored (N, I) float32 soft-mask matrix, which it **overwrites**
-    (thresholded and rescaled in place: the engine does not need the masks afterwards)."""
-    return postprocess_masks(StoredMasks(masks), semantic_scores, object_idx, superpoints)
 
 
 def postprocess_masks(masks: MaskSource, semantic_scores: torch.Tensor, object_idx: torch.Tensor,

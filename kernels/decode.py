@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import torch
 
-from engine.decoding import HIDDEN, IN_CHANNELS, decode_masks
+from engine.decoding import HIDDEN, IN_CHANNELS
 from engine.model import DYNAMIC_PARAMS, EMBED
-from engine.postprocess import OTSU_LEVELS, otsu_histograms
+from engine.postprocess import OTSU_LEVELS
 from kernels._triton import jit, require_triton, tl, triton
 
 MAX_BLOCK_POINTS = 128  # points per program: a (128, 32) input tile and (128, 16) hidden tile in registers
@@ -136,9 +136,3 @@ def decode_histograms(theta: torch.Tensor, mask_features: torch.Tensor, xyz_m: t
             HIDDEN=HIDDEN, EMBED=EMBED, INPUTS_PADDED=triton.next_power_of_2(IN_CHANNELS),
             LEVELS=levels, BINS=triton.next_power_of_2(levels), BLOCK_POINTS=block_points)
     return hist.to(torch.int64)
-
-
-def decode_histograms_reference(theta: torch.Tensor, mask_features: torch.Tensor, xyz_m: torch.Tensor,
-                                centres_m: torch.Tensor, levels: int = OTSU_LEVELS) -> torch.Tensor:
-    """The engine's two steps in plain torch: ``otsu_histograms(decode_masks(...))`` -> (I, levels) int64."""
-    return otsu_histograms(decode_masks(theta, mask_features, xyz_m, centres_m), levels)

@@ -56,36 +56,6 @@ class PaddedCandidates:
     bg_rows: torch.Tensor  # (P, Wb) int64
     bg_counts: torch.Tensor  # (P,) int64
 
-    @classmethod
-    def from_host(cls, cands: encoding.Candidates, device: torch.device | str) -> PaddedCandidates:
-        """Rows from ``engine.encoding.Candidates``' CSR lists (entries of one owner contiguous)."""
-        count = cands.points.size
-
-        def rows(owner: np.ndarray, entries: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-            counts = np.bincount(owner, minlength=count).astype(np.int64)
-            padded = np.full((count, max(int(counts.max(initial=0)), 1)), -1, np.int64)
-            slots = np.arange(entries.size) - np.repeat(np.cumsum(counts) - counts, counts)
-            padded[owner, slots] = entries
-            return torch.from_numpy(padded).to(device), torch.from_numpy(counts).to(device)
-
-        def t(a: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.asarray(a, np.int64)).to(device)
-
-        return cls(t(cands.points), t(cands.sizes), *rows(cands.fg_owner, cands.fg_points),
-                   *rows(cands.bg_owner, cands.bg_points))
-
-    def to_host(self) -> encoding.Candidates:
-        """The same candidates as ``engine.encoding.Candidates`` (CSR lists, numpy)."""
-
-        def csr(rows: torch.Tensor, counts: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-            counts = counts.cpu()
-            filled = torch.arange(rows.shape[1]).unsqueeze(0) < counts.unsqueeze(1)
-            owner = torch.repeat_interleave(torch.arange(counts.numel()), counts)
-            return owner.numpy(), rows.cpu()[filled].numpy()
-
-        return encoding.Candidates(self.points.cpu().numpy(), self.sizes.cpu().numpy(),
-                                   *csr(self.fg_rows, self.fg_counts), *csr(self.bg_rows, self.bg_counts))
-
 
 @jit
 def _reachable_runs(cell_starts_ptr, key_q, cell_q_ptr, dim_y, dim_z, reach, COLUMNS: tl.constexpr):

@@ -9,6 +9,7 @@ import torch
 from engine import postprocess as pp
 from engine.classes import INVALID_CLASS
 from tests.literal_postprocess import literal_postprocess
+from tests.stage_helpers import assign, postprocess
 from tests.tolerances import F32_SUM_ORDER
 
 
@@ -57,22 +58,22 @@ def test_assign_ties_take_first_instance_and_threshold_uses_min_nonzero():
                            [0.5, 0.6, 0.0, 0.1]]).t()
     thresholds = torch.tensor([0.0, 0.25])
     # point 0: tie 0.5/0.5 -> instance 0; point 2: best 0.0 < 0.25 -> none; point 3: 0.3 >= 0.25
-    assignment, best = pp.assign(scores, thresholds)
+    assignment, best = assign(scores, thresholds)
     assert assignment.tolist() == [0, 1, -1, 0]
     assert best.tolist() == pytest.approx([0.5, 0.6, 0.0, 0.3])
-    assert pp.assign(scores, torch.zeros(2))[0].tolist() == [-1] * 4
-    assert pp.assign(torch.zeros(3, 0), torch.zeros(0))[0].tolist() == [-1] * 3
+    assert assign(scores, torch.zeros(2))[0].tolist() == [-1] * 4
+    assert assign(torch.zeros(3, 0), torch.zeros(0))[0].tolist() == [-1] * 3
 
 
 def test_restrict_equals_assigning_over_the_kept_instances():
     g = torch.Generator().manual_seed(5)
     scores = (torch.rand(2000, 9, generator=g) * 4).floor() / 4  # many exact ties
     thresholds = torch.tensor([0.0, 0.25, 0.5, 0.25, 0.0, 0.75, 0.5, 0.25, 0.5])
-    assignment, best = pp.assign(scores, thresholds)
+    assignment, best = assign(scores, thresholds)
     for keep in ([0, 2, 5], [1, 3, 4, 8], [4], [0, 4], list(range(9))):
         keep = torch.tensor(keep)
         got, _ = pp.restrict(assignment, best, pp.StoredMasks(scores), keep, thresholds[keep])
-        want, _ = pp.assign(scores[:, keep], thresholds[keep])
+        want, _ = assign(scores[:, keep], thresholds[keep])
         assert got.tolist() == want.tolist(), keep.tolist()
 
 
@@ -94,7 +95,7 @@ def test_cover_quirk_truncates_the_numerator():
     result = literal_postprocess(masks.t().clone(), logits, torch.arange(5), None, torch.tensor([0.5, 0.5]))
     assert result[0].shape[0] == 0  # 3 points only: dropped by the size filter, as it should
     kept = masks * (masks >= 0.5)
-    assignment, best = pp.assign(kept, torch.tensor([0.5, 0.5]))
+    assignment, best = assign(kept, torch.tensor([0.5, 0.5]))
     covered = pp.instance_sums(best, assignment, 2).floor()
     assert covered.tolist() == [2.0, 0.0]  # 2.7 truncated to 2
 
@@ -123,7 +124,7 @@ def _two_blob_scene(num_points=1000):
 
 def test_postprocess_end_to_end_small_scene():
     masks, logits, object_idx = _two_blob_scene()
-    result = pp.postprocess(masks.t().contiguous(), logits, object_idx, None)
+    result = postprocess(masks.t().contiguous(), logits, object_idx, None)
     assert result.thresholds.shape == (3,)
     assert result.instance_ids.tolist() == [0, 1]
     assert result.classes.tolist() == [5, 7]
@@ -135,13 +136,13 @@ def test_postprocess_end_to_end_small_scene():
 
 def test_postprocess_with_no_instances():
     logits = torch.zeros(10, 20)
-    result = pp.postprocess(torch.zeros(10, 0), logits, torch.arange(10), torch.arange(10))
+    result = postprocess(torch.zeros(10, 0), logits, torch.arange(10), torch.arange(10))
     assert result.masks.shape == (0, 10) and result.scores.numel() == 0 and result.thresholds.numel() == 0
 
 
 def test_postprocess_when_every_instance_is_filtered_out():
     masks, logits, object_idx = _two_blob_scene()
-    result = pp.postprocess(masks[2:].t().contiguous(), logits, object_idx, torch.arange(1000) // 10)
+    result = postprocess(masks[2:].t().contiguous(), logits, object_idx, torch.arange(1000) // 10)
     assert result.masks.shape == (0, 1000) and result.classes.numel() == 0
     assert result.thresholds.shape == (1,)
 
@@ -168,7 +169,7 @@ def test_postprocess_matches_literal_oracle(count, points, seed):
     masks, logits, object_idx, superpoints = _random_scene(count, points, seed)
     thresholds = pp.otsu_thresholds(pp.otsu_histograms(masks.t().contiguous()))
     want = literal_postprocess(masks.clone(), logits, object_idx, superpoints, thresholds)
-    got = pp.postprocess(masks.t().contiguous(), logits, object_idx, superpoints)
+    got = postprocess(masks.t().contiguous(), logits, object_idx, superpoints)
     assert got.thresholds.tolist() == thresholds.tolist()
     assert got.instance_ids.tolist() == want[3].tolist()
     assert got.classes.tolist() == want[1].tolist()

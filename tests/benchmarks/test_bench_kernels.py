@@ -58,7 +58,7 @@ def histograms() -> torch.Tensor:
 
 @pytest.mark.benchmark(group="kernel-decode")
 def test_decode_reference(benchmark, decode_inputs):
-    from kernels.decode import decode_histograms_reference
+    from tests.stage_helpers import decode_histograms_reference
 
     benchmark.extra_info.update(instances=INSTANCES, device=str(DEVICE))
     benchmark.pedantic(_synchronized(decode_histograms_reference), args=decode_inputs, rounds=5, warmup_rounds=1)
@@ -67,7 +67,8 @@ def test_decode_reference(benchmark, decode_inputs):
 @pytest.mark.benchmark(group="kernel-decode")
 def test_decode_kernel(benchmark, decode_inputs):
     _skip_unless_compiled()
-    from kernels.decode import decode_histograms, decode_histograms_reference
+    from kernels.decode import decode_histograms
+    from tests.stage_helpers import decode_histograms_reference
 
     hist = benchmark.pedantic(_synchronized(decode_histograms), args=decode_inputs, rounds=5, warmup_rounds=1)
     moved = (hist - decode_histograms_reference(*decode_inputs)).abs().sum().item() // 2
@@ -203,10 +204,10 @@ def test_describe_kernel(benchmark, encoding_inputs):
     _skip_unless_compiled()
     from engine.encoding import describe_candidates as reference
     from kernels.encode import describe_candidates
-    from kernels.mine import PaddedCandidates
+    from tests.stage_helpers import padded_from_host
 
     cands, arrays, _, _ = encoding_inputs
-    rows = PaddedCandidates.from_host(cands, DEVICE)
+    rows = padded_from_host(cands, DEVICE)
     got = benchmark.pedantic(_synchronized(describe_candidates), args=(rows, *arrays), rounds=20, warmup_rounds=2)
     benchmark.extra_info["max_error"] = float((got - reference(cands, *arrays)).abs().max())
 
@@ -285,8 +286,10 @@ def test_mining_kernel(benchmark, mining_inputs):
 
     from engine.encoding import mine_scene as reference
     from kernels.encode import mine_scene
+    from tests.stage_helpers import padded_to_host
 
-    got = benchmark.pedantic(_synchronized(mine_scene), args=mining_inputs, rounds=20, warmup_rounds=2).to_host()
+    got = padded_to_host(benchmark.pedantic(_synchronized(mine_scene), args=mining_inputs, rounds=20,
+                                            warmup_rounds=2))
     want = reference(*mining_inputs)
     benchmark.extra_info["identical"] = all(np.array_equal(getattr(got, f), getattr(want, f)) for f in
                                             ("points", "sizes", "fg_owner", "fg_points", "bg_owner", "bg_points"))

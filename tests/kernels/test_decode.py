@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from engine.model import DYNAMIC_PARAMS
-from kernels.decode import block_points_for, decode_histograms, decode_histograms_reference
+from kernels.decode import block_points_for, decode_histograms
+from tests.stage_helpers import decode_histograms_reference
 
 LEVELS = 100
 

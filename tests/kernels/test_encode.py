@@ -17,7 +17,7 @@ import torch
 
 from engine import encoding
 from kernels import encode
-from kernels.mine import PaddedCandidates
+from tests.stage_helpers import padded_from_host
 from tests.tolerances import F32_SUM_ORDER
 
 
@@ -50,7 +50,7 @@ def object_point_arrays(num_points: int, seed: int):
 def test_describe_matches_reference(count):
     cands = random_candidates(count, 2500, seed=count, empty_every=1 if count == 1 else 4)
     arrays = object_point_arrays(2500, seed=count)
-    got = encode.describe_candidates(PaddedCandidates.from_host(cands, "cpu"), *arrays)
+    got = encode.describe_candidates(padded_from_host(cands, "cpu"), *arrays)
     want = encoding.describe_candidates(cands, *arrays)
     assert got.shape == (count, 35)
     torch.testing.assert_close(got, want, **F32_SUM_ORDER)
@@ -59,7 +59,7 @@ def test_describe_matches_reference(count):
 def test_describe_empty_lists_take_the_mean_of_all_object_points():
     cands = random_candidates(3, 100, seed=1, empty_every=1)
     features, xyz, offsets = object_point_arrays(100, seed=1)
-    got = encode.describe_candidates(PaddedCandidates.from_host(cands, "cpu"), features, xyz, offsets)
+    got = encode.describe_candidates(padded_from_host(cands, "cpu"), features, xyz, offsets)
     torch.testing.assert_close(got[0, :16], features.mean(dim=0))
     torch.testing.assert_close(got[1, 16:32], features.mean(dim=0))
 
@@ -121,7 +121,7 @@ def test_merge_instances_matches_reference(count):
     heat = torch.from_numpy((rng.integers(0, 4, 500) / 4).astype(np.float32))  # ties between members
     fg_features = torch.randn(count, 16, generator=torch.Generator().manual_seed(count))
     groups = encoding.greedy_merge(random_scores(count, count, symmetric=True))
-    got = encode.merge_instances(torch.from_numpy(groups), PaddedCandidates.from_host(cands, "cpu"), heat, fg_features)
+    got = encode.merge_instances(torch.from_numpy(groups), padded_from_host(cands, "cpu"), heat, fg_features)
     want = encoding.merge_instances(groups, cands, heat, fg_features)
     assert got.group.tolist() == want.group.tolist()
     assert torch.equal(got.centre_points, want.centre_points)

@@ -12,6 +12,7 @@ import torch
 from engine import encoding
 from kernels import mine
 from tests.mining_scenes import room_object_points
+from tests.stage_helpers import padded_from_host, padded_to_host
 
 FIELDS = ("points", "sizes", "fg_owner", "fg_points", "bg_owner", "bg_points")
 
@@ -24,7 +25,7 @@ def mine_both(xyz: np.ndarray, labels: np.ndarray, heat: np.ndarray, **limits) -
     scan, thres = encoding.heat_and_threshold(heat_t)
     want = encoding.mine_candidates(xyz_t.numpy(), labels_t.numpy(), scan, thres, **limits)
     device_scan, device_thres = encoding.scan_heat(heat_t)
-    got = mine.mine_candidates(xyz_t, labels_t, device_scan, device_thres, **limits).to_host()
+    got = padded_to_host(mine.mine_candidates(xyz_t, labels_t, device_scan, device_thres, **limits))
     for field in FIELDS:
         np.testing.assert_array_equal(getattr(got, field), getattr(want, field), err_msg=field)
     return want
@@ -170,9 +171,9 @@ def test_empty_scene_has_no_candidates():
 def test_padded_candidates_round_trip():
     cands = encoding.Candidates(np.array([4, 1, 7]), np.array([2, 0, 3]), np.array([0, 0, 2, 2, 2]),
                                 np.array([1, 4, 0, 5, 7]), np.array([1]), np.array([9]))
-    rows = mine.PaddedCandidates.from_host(cands, "cpu")
+    rows = padded_from_host(cands, "cpu")
     assert rows.fg_counts.tolist() == [2, 0, 3] and rows.bg_counts.tolist() == [0, 1, 0]
-    back = rows.to_host()
+    back = padded_to_host(rows)
     for field in FIELDS:
         np.testing.assert_array_equal(getattr(back, field), getattr(cands, field), err_msg=field)
 

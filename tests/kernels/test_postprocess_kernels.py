@@ -14,9 +14,10 @@ import pytest
 import torch
 
 from engine.decoding import decode_masks
-from engine.postprocess import postprocess, postprocess_masks
+from engine.postprocess import postprocess_masks
 from kernels.postprocess import RecomputedMasks
 from tests.kernels.test_decode import random_inputs
+from tests.stage_helpers import postprocess
 
 
 def scene(count: int, num_points: int, seed: int):
