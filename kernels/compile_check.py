@@ -2,8 +2,9 @@
 
 Triton's wheel bundles ptxas, so each kernel is compiled ahead of time (Triton IR → PTX → cubin)
 for the given compute capabilities, in the configurations the launchers use, and its resource
-usage is read from the cubin with the bundled cuobjdump: registers per thread, local memory per
-thread (register spills), static shared memory. The interpreter that runs the kernels in CI cannot
+usage is read from the cubin with the bundled cuobjdump: registers per thread, local memory and
+stack frame per thread (register spills: ptxas puts a Triton kernel's spills in its stack frame),
+static shared memory. The interpreter that runs the kernels in CI cannot
 show any of this; this check catches what only compilation catches (unsupported ops, types, spills).
 Must run with TRITON_INTERPRET unset (interpreted kernels cannot be compiled).
 """
@@ -52,7 +53,8 @@ class Case:
 @dataclass(frozen=True)
 class Usage:
     registers: int
-    local_bytes: int  # spills
+    local_bytes: int  # spills to local memory
+    stack_bytes: int  # the stack frame, where ptxas puts register spills of Triton kernels
     shared_bytes: int
     fused_multiply_adds: int  # fma.rn.f32 in the PTX: contractions, absent where fusion is off
 
@@ -98,7 +100,7 @@ def resource_usage(cubin: bytes, ptx: str) -> Usage:
     def field(name: str) -> int:
         return int(re.search(rf"\b{name}:(\d+)", text).group(1))
 
-    return Usage(field("REG"), field("LOCAL"), field("SHARED"), ptx.count("fma.rn.f32"))
+    return Usage(field("REG"), field("LOCAL"), field("STACK"), field("SHARED"), ptx.count("fma.rn.f32"))
 
 
 def compile_case(case: Case, arch: int) -> Usage:
@@ -115,14 +117,14 @@ def main(argv: list[str] | None = None) -> int:
         print("error: unset TRITON_INTERPRET: interpreted kernels cannot be compiled", file=sys.stderr)
         return 1
     spilled = 0
-    print(f"{'kernel':58} {'arch':>5} {'regs':>5} {'local B':>8} {'shared B':>9} {'FMAs':>5}")
+    print(f"{'kernel':58} {'arch':>5} {'regs':>5} {'local B':>8} {'stack B':>8} {'shared B':>9} {'FMAs':>5}")
     for case in cases():
         for arch in args.arch:
             usage = compile_case(case, arch)
-            spilled += usage.local_bytes > 0
-            print(f"{case.name:58} sm_{arch:<3} {usage.registers:5d} {usage.local_bytes:8d} {usage.shared_bytes:9d} "
-                  f"{usage.fused_multiply_adds:5d}")
-    print(f"{spilled} specialization(s) spill registers to local memory")
+            spilled += usage.local_bytes > 0 or usage.stack_bytes > 0
+            print(f"{case.name:58} sm_{arch:<3} {usage.registers:5d} {usage.local_bytes:8d} {usage.stack_bytes:8d} "
+                  f"{usage.shared_bytes:9d} {usage.fused_multiply_adds:5d}")
+    print(f"{spilled} specialization(s) spill registers (local or stack memory)")
     return 0
 
 

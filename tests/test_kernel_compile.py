@@ -1,4 +1,5 @@
-"""Every Triton kernel compiles for sm_80 and sm_90 without a GPU and without register spills.
+"""Every Triton kernel compiles for sm_80 and sm_90 without a GPU, and none spills registers but
+the known ones (``KNOWN_SPILLS``).
 
 The kernel tests run in Triton's interpreter, which never compiles; this runs
 ``python -m kernels.compile_check`` (Triton IR → PTX → cubin with the wheel's ptxas) in a
@@ -15,6 +16,11 @@ import pytest
 
 pytest.importorskip("triton")
 
+# Spills the check reports today, each with its reason; any other spill fails. The persistent mining
+# program is capped at 128 registers on sm_80 by its launch width and keeps 32 bytes in its stack
+# frame there (229 registers and no spill on sm_90); tuning it needs timings on a GPU.
+KNOWN_SPILLS = {("mine_candidates", "sm_80")}
+
 
 def test_kernels_compile_for_ampere_and_hopper():
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -22,8 +28,11 @@ def test_kernels_compile_for_ampere_and_hopper():
                           capture_output=True, text=True, env=env, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     lines = done.stdout.splitlines()
-    assert lines[-1] == "0 specialization(s) spill registers to local memory", done.stdout
-    compiled = [line for line in lines[1:-1] if line.split()[-5] in ("sm_80", "sm_90")]
+    compiled = [line for line in lines[1:-1] if line.split()[-6] in ("sm_80", "sm_90")]
+    spilling = [line.split() for line in compiled if line.split()[-4] != "0" or line.split()[-3] != "0"]
+    assert {(fields[0], fields[-6]) for fields in spilling} <= KNOWN_SPILLS, done.stdout
+    count = len(spilling)
+    assert lines[-1] == f"{count} specialization(s) spill registers (local or stack memory)", done.stdout
     assert len(compiled) >= 26, done.stdout  # 13 specializations x 2 architectures
     mining = [line for line in compiled if line.startswith("mine_candidates")]
     assert mining and all(line.split()[-1] == "0" for line in mining), done.stdout  # d² not contracted
