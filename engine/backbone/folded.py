@@ -100,23 +100,6 @@ class Conv1x1(Linear):
         super().__init__(conv1x1_matrix(weight), None, dtype)
 
 
-ConvFactory = Callable[..., nn.Module]
-
-
-@dataclass(frozen=True)
-class ConvKinds:
-    """How a runner builds its convolutions from (spconv weight, dtype[, folded BN (scale, shift)]).
-
-    ``subm(weight, dtype, bn)``: submanifold 3³, ``bn`` folded in when given;
-    ``down(weight, dtype)``: k=2 s=2; ``inverse(weight, dtype)``: the inverse of a down conv.
-    Each module is called as ``conv(x, level_map)``.
-    """
-
-    subm: ConvFactory
-    down: ConvFactory
-    inverse: ConvFactory
-
-
 class ResidualBlock(nn.Module):
     """BN, ReLU, subm 3³ (+ folded BN), ReLU, subm 3³; plus identity or a 1³ conv (``i_branch``)."""
 
@@ -134,13 +117,32 @@ class ResidualBlock(nn.Module):
         return h.add_(x if self.shortcut is None else self.shortcut(x))
 
 
+ConvFactory = Callable[..., nn.Module]
+
+
+@dataclass(frozen=True)
+class ConvKinds:
+    """How a runner builds its convolutions from (spconv weight, dtype[, folded BN (scale, shift)]).
+
+    ``subm(weight, dtype, bn)``: submanifold 3³, ``bn`` folded in when given;
+    ``down(weight, dtype)``: k=2 s=2; ``inverse(weight, dtype)``: the inverse of a down conv.
+    Each module is called as ``conv(x, level_map)``. ``residual_block``: the block class, for a
+    runner that fuses a block's BatchNorm, ReLU and residual sum into its convolutions.
+    """
+
+    subm: ConvFactory
+    down: ConvFactory
+    inverse: ConvFactory
+    residual_block: type[ResidualBlock] = ResidualBlock
+
+
 class UNetLevel(nn.Module):
     """One U-Net level (``unet``, ``unet.u``, ...): blocks, then down / deeper level / up / tail."""
 
     def __init__(self, state: State, prefix: str, level: int, kinds: ConvKinds, dtype: torch.dtype):
         super().__init__()
         self.level = level
-        self.blocks = nn.ModuleList(ResidualBlock(state, f"{prefix}.blocks.block{i}", kinds, dtype)
+        self.blocks = nn.ModuleList(kinds.residual_block(state, f"{prefix}.blocks.block{i}", kinds, dtype)
                                     for i in range(BLOCK_REPS))
         self.inner = None
         if level < UNET_LEVELS:
@@ -149,7 +151,7 @@ class UNetLevel(nn.Module):
             self.inner = UNetLevel(state, f"{prefix}.u", level + 1, kinds, dtype)
             self.up_pre = Affine(state, f"{prefix}.deconv.0", dtype)
             self.up = kinds.inverse(state[f"{prefix}.deconv.2.weight"], dtype)
-            self.tail = nn.ModuleList(ResidualBlock(state, f"{prefix}.blocks_tail.block{i}", kinds, dtype)
+            self.tail = nn.ModuleList(kinds.residual_block(state, f"{prefix}.blocks_tail.block{i}", kinds, dtype)
                                       for i in range(BLOCK_REPS))
 
     def forward(self, x: torch.Tensor, subm: list, down: list, up: list) -> torch.Tensor:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.backbone.folded import ConvKinds, FoldedBackbone, State, conv_matrices
+from engine.backbone.folded import ConvKinds, FoldedBackbone, ResidualBlock, State, conv_matrices
 from engine.backbone.kernel_maps import SUBM_CENTRE, KernelMaps, build_kernel_maps, inverse_map
 from engine.backbone.sparse_conv import OffsetPairs, sparse_conv
 from engine.host_allocator import keep_freed_blocks
@@ -60,10 +60,25 @@ class TritonConv(nn.Module):
         self.register_buffer("weight", matrices.to(dtype).contiguous())
         self.register_buffer("bias", None if bias is None else bias.to(dtype))
 
-    def forward(self, x: torch.Tensor, neighbours: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, neighbours: torch.Tensor,
+                prologue: tuple[torch.Tensor, torch.Tensor] | None = None, relu: bool = False,
+                residual: torch.Tensor | None = None) -> torch.Tensor:
+        """``prologue``: (scale, shift) of a BatchNorm + ReLU applied to the gathered rows; ``relu``
+        after the bias; ``residual`` added last (``kernels.sparse_conv``)."""
         from kernels.sparse_conv import sparse_conv as triton_sparse_conv
 
-        return triton_sparse_conv(x, neighbours, self.weight, self.bias, precision=self.precision)
+        return triton_sparse_conv(x, neighbours, self.weight, self.bias, prologue=prologue, relu=relu,
+                                  residual=residual, precision=self.precision)
+
+
+class FusedResidualBlock(ResidualBlock):
+    """A residual block in two Triton launches: the pre-activation BatchNorm + ReLU runs in the first
+    conv's gather, the ReLU after it in its epilogue, the residual sum in the second conv's epilogue
+    (the same operations in the same order as ``ResidualBlock``, without three passes over V rows)."""
+
+    def forward(self, x: torch.Tensor, subm: torch.Tensor) -> torch.Tensor:
+        h = self.conv1(x, subm, prologue=(self.pre.scale, self.pre.shift), relu=True)
+        return self.conv2(h, subm, residual=x if self.shortcut is None else self.shortcut(x))
 
 
 NATIVE_KINDS = ConvKinds(subm=NativeConv, down=NativeConv, inverse=NativeConv)
@@ -73,7 +88,7 @@ def triton_kinds(precision: str) -> ConvKinds:
     def conv(weight: torch.Tensor, dtype: torch.dtype, bn=None) -> TritonConv:
         return TritonConv(weight, dtype, bn, precision)
 
-    return ConvKinds(subm=conv, down=conv, inverse=conv)
+    return ConvKinds(subm=conv, down=conv, inverse=conv, residual_block=FusedResidualBlock)
 
 
 def level_pairs(maps: KernelMaps) -> tuple[list[OffsetPairs], list[OffsetPairs], list[OffsetPairs]]:
