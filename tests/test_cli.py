@@ -275,3 +275,16 @@ def test_unavailable_backbones_are_one_line_errors(scene_path, tmp_path, capsys,
     without CUDA, TensorRT without a GPU or the package) is one line on stderr, exit status 1."""
     code, _, err = _run([scene_path, "--random-weights", "--out", tmp_path / "o", *argv], capsys)
     assert code == 1 and err.count("\n") == 1 and err.startswith("error: ") and needle in err
+
+
+def test_default_backbone_runs_without_spconv(scene_path, tmp_path):
+    """A plain ``pip install -e .`` has no spconv: the default (native) backbone never imports it."""
+    code = ("import sys; sys.modules['spconv'] = None; from engine import run; "
+            f"sys.exit(run.main([{str(scene_path)!r}, '--random-weights', '--out', {str(tmp_path / 'o')!r}]))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "backbone native" in done.stdout and (tmp_path / "o" / "scene0007_00.txt").is_file()
+    blocked = subprocess.run([sys.executable, "-c", code.replace("'--random-weights'", "'--random-weights', "
+                                                                  "'--backbone', 'spconv'")],
+                             capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert blocked.returncode == 1 and blocked.stderr.count("\n") == 1 and "spconv" in blocked.stderr
