@@ -1,10 +1,12 @@
 """``python -m profiling.scaling``: how each stage's time grows with points and with instances.
 
-Runs the reference stages on synthetic scenes of several sizes (random weights), takes the median
-of ``--repeats`` runs, and fits ``time = a * size ** k`` by least squares in log-log space. An
+Runs the native backbone and the reference (torch) stages on synthetic scenes of several sizes
+(random weights), takes the median of ``--repeats`` runs, and fits ``time = a * size ** k`` by least
+squares in log-log space. An
 exponent above ``LINEAR_TOLERANCE`` is flagged as worse than linear. Instances are varied at the
 largest scene by decoding and post-processing the first I instances' parameters.
-``--plot FILE.png`` draws stage time against scene size.
+``--json FILE`` keeps the measurement as data (``docs/bench/``); ``--plot FILE.png`` draws stage
+time against scene size, from this run or, with ``--from-json FILE``, from a saved one.
 """
 
 from __future__ import annotations
@@ -100,7 +102,7 @@ def plot(result: dict, path: Path) -> None:
         axes.axhline(RTX3090_BUDGET_MS[stage], color=colour, linestyle=":", linewidth=0.8)
     axes.set_xlabel("scene size (points)")
     axes.set_ylabel("median time (ms), CPU")
-    axes.set_title("Reference stages vs scene size (dotted: RTX 3090 budget)")
+    axes.set_title("Native backbone and reference stages vs scene size (dotted: RTX 3090 budget)")
     axes.legend(fontsize=8)
     axes.grid(True, which="both", linewidth=0.3)
     figure.tight_layout()
@@ -113,9 +115,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--instances", type=int, nargs="+", default=[25, 50, 100, 150])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0, help="random-weight seed")
-    parser.add_argument("--json", type=Path)
+    parser.add_argument("--json", type=Path, metavar="FILE", help="write the measurement as JSON")
     parser.add_argument("--plot", type=Path, metavar="FILE.png")
+    parser.add_argument("--from-json", type=Path, metavar="FILE", help="plot a saved --json result; measure nothing")
     args = parser.parse_args(argv)
+    if args.from_json is not None:
+        if args.plot is None:
+            parser.error("--from-json needs --plot")
+        plot(json.loads(args.from_json.read_text()), args.plot)
+        return 0
     if len(args.sizes) < 2 or len(args.instances) < 2:
         parser.error("give at least two --sizes and two --instances to fit an exponent")
     result = measure(sorted(args.sizes), sorted(args.instances), args.repeats, args.seed)
