@@ -1,12 +1,12 @@
 """``python -m profiling.scaling``: how each stage's time grows with points and with instances.
 
 Runs the native backbone and the reference (torch) stages on synthetic scenes of several sizes
-(random weights), takes the median of ``--repeats`` runs, and fits ``time = a * size ** k`` by least
-squares in log-log space. An
-exponent above ``LINEAR_TOLERANCE`` is flagged as worse than linear. Instances are varied at the
-largest scene by decoding and post-processing the first I instances' parameters.
-``--json FILE`` keeps the measurement as data (``docs/bench/``); ``--plot FILE.png`` draws stage
-time against scene size, from this run or, with ``--from-json FILE``, from a saved one.
+(random weights), takes the median of ``--repeats`` runs, and fits ``time = a * size ** k`` by
+least squares in log-log space. An exponent above ``LINEAR_TOLERANCE`` is flagged as worse than
+linear. Instances are varied at the largest scene by decoding and post-processing the first I
+instances' parameters. ``--json FILE`` keeps the measurement as data (``docs/bench/``);
+``--plot FILE.png`` draws stage time against scene size, from this run or, with
+``--from-json FILE``, from a saved one.
 """
 
 from __future__ import annotations
