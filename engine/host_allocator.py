@@ -1,11 +1,11 @@
 """Host memory for the CPU backbone: keep large freed blocks in the process (glibc), a leaf module.
 
 The native CPU backbone allocates and frees tens of large temporary tensors per convolution
-(gathered rows, products, outputs: 1–64 MiB each). glibc serves blocks above its mmap threshold
+(gathered rows, products, outputs: up to tens of MiB each). glibc serves blocks above its mmap threshold
 (128 KiB, adapting up to 32 MiB) with fresh ``mmap`` pages and returns them on ``free``, so every
-temporary pays the kernel's page faults and zeroing again: measured on the 150k-point scene (2-core
-AMD EPYC, torch 2.13), the native backbone ran 4.4–4.7 s that way and 2.8–2.9 s with the settings
-below, in the same session. ``keep_freed_blocks`` raises the mmap threshold and the trim threshold
+temporary pays the kernel's page faults and zeroing again: measured interleaved in one process
+(2-core AMD EPYC, torch 2.13), the native backbone took 1.7–1.8x longer that way on scenes of 18k to
+145k voxels than with the settings below (``docs/performance.md``). ``keep_freed_blocks`` raises the mmap threshold and the trim threshold
 (``mallopt``), so freed blocks are reused from the heap: peak memory is unchanged, but the process
 keeps its peak after a scene instead of returning it to the system between allocations.
 
