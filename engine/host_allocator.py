@@ -1,13 +1,13 @@
 """Host memory for the CPU backbone: keep large freed blocks in the process (glibc), a leaf module.
 
 The native CPU backbone allocates and frees tens of large temporary tensors per convolution
-(gathered rows, products, outputs: up to tens of MiB each). glibc serves blocks above its mmap threshold
-(128 KiB, adapting up to 32 MiB) with fresh ``mmap`` pages and returns them on ``free``, so every
-temporary pays the kernel's page faults and zeroing again: measured interleaved in one process
-(2-core AMD EPYC, torch 2.13), the native backbone took 1.7–1.8x longer that way on scenes of 18k to
-145k voxels than with the settings below (``docs/performance.md``). ``keep_freed_blocks`` raises the mmap threshold and the trim threshold
-(``mallopt``), so freed blocks are reused from the heap: peak memory is unchanged, but the process
-keeps its peak after a scene instead of returning it to the system between allocations.
+(gathered rows, products, outputs: up to tens of MiB each). glibc serves blocks above its mmap
+threshold (128 KiB, adapting up to 32 MiB) with fresh ``mmap`` pages and returns them on ``free``,
+so every temporary pays the kernel's page faults and zeroing again. Measured interleaved in one
+process (2-core AMD EPYC, torch 2.13; ``docs/performance.md``), the native backbone took 1.7–1.8x
+longer that way, on scenes of 18k to 145k voxels, than with ``keep_freed_blocks``: it raises the
+mmap and trim thresholds (``mallopt``), so freed blocks are reused from the heap. Peak memory is
+unchanged, but the process keeps its peak after a scene instead of returning it to the system.
 
 Process-wide and idempotent; a no-op (returning False) where the C library is not glibc.
 """
