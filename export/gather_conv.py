@@ -24,7 +24,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.backbone.folded import ConvKinds, FoldedBackbone, Linear, State, conv_matrices
+from engine.backbone.folded import ConvKinds, FoldedBackbone, Linear, State, folded_conv
 from engine.backbone.kernel_maps import DOWN_OFFSETS, LEVELS
 
 
@@ -48,12 +48,9 @@ class GatherConv(nn.Module):
 
     def __init__(self, weight: torch.Tensor, dtype: torch.dtype, bn: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__()
-        matrix = conv_matrices(weight).flatten(0, 1)  # (K·Cin, Cout)
-        bias = None
-        if bn is not None:  # conv directly followed by BN: fold
-            matrix, bias = matrix * bn[0], bn[1]
+        matrices, bias = folded_conv(weight, bn)
         self.pad = _ZeroRow(weight.shape[-1], dtype)
-        self.linear = Linear(matrix, bias, dtype)
+        self.linear = Linear(matrices.flatten(0, 1), bias, dtype)  # (K·Cin, Cout)
 
     def forward(self, x: torch.Tensor, kmap: torch.Tensor) -> torch.Tensor:
         return self.linear(self.pad(x)[kmap].flatten(1))

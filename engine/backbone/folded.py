@@ -56,6 +56,16 @@ def conv_matrices(weight: torch.Tensor) -> torch.Tensor:
     return weight.double().permute(1, 2, 3, 4, 0).reshape(-1, in_channels, out_channels)
 
 
+def folded_conv(weight: torch.Tensor, bn: tuple[torch.Tensor, torch.Tensor] | None
+                ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """spconv weight -> (K, Cin, Cout) float64 matrices and bias (Cout,) or None, with a BatchNorm
+    (scale, shift) that directly follows the conv folded in."""
+    matrices = conv_matrices(weight)
+    if bn is None:
+        return matrices, None
+    return matrices * bn[0], bn[1]
+
+
 def conv1x1_matrix(weight: torch.Tensor) -> torch.Tensor:
     """spconv 2.x's submanifold 1³ conv: (out, 1, 1, 1, in) -> (in, out) float64 **[quirk]**.
 

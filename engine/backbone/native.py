@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from engine.backbone.folded import ConvKinds, FoldedBackbone, ResidualBlock, State, conv_matrices
+from engine.backbone.folded import ConvKinds, FoldedBackbone, ResidualBlock, State, folded_conv
 from engine.backbone.kernel_maps import SUBM_CENTRE, KernelMaps, build_kernel_maps, inverse_map
 from engine.backbone.sparse_conv import OffsetPairs, sparse_conv
 from engine.host_allocator import keep_freed_blocks
@@ -34,10 +34,7 @@ class NativeConv(nn.Module):
     def __init__(self, weight: torch.Tensor, dtype: torch.dtype,
                  bn: tuple[torch.Tensor, torch.Tensor] | None = None):
         super().__init__()
-        matrices = conv_matrices(weight)  # (K, Cin, Cout) float64
-        bias = None
-        if bn is not None:
-            matrices, bias = matrices * bn[0], bn[1]
+        matrices, bias = folded_conv(weight, bn)
         self.register_buffer("weight_t", matrices.transpose(1, 2).to(dtype).contiguous())  # (K, Cout, Cin)
         self.register_buffer("bias", None if bias is None else bias.to(dtype))
 
@@ -52,10 +49,7 @@ class TritonConv(nn.Module):
     def __init__(self, weight: torch.Tensor, dtype: torch.dtype,
                  bn: tuple[torch.Tensor, torch.Tensor] | None = None, precision: str = "fp32"):
         super().__init__()
-        matrices = conv_matrices(weight)  # (K, Cin, Cout) float64
-        bias = None
-        if bn is not None:
-            matrices, bias = matrices * bn[0], bn[1]
+        matrices, bias = folded_conv(weight, bn)
         self.precision = precision
         self.register_buffer("weight", matrices.to(dtype).contiguous())
         self.register_buffer("bias", None if bias is None else bias.to(dtype))

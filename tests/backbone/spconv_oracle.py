@@ -64,3 +64,22 @@ def down_triples_spconv(coords: torch.Tensor, shape: list[int]) -> torch.Tensor:
         src, dst = pairs[0, o, : counts[o]], pairs[1, o, : counts[o]]
         rows.append(torch.cat((out[dst], torch.full((src.shape[0], 1), o), coords[src]), 1))
     return canonical(torch.cat(rows))
+
+
+def random_weight(conv) -> torch.Tensor:
+    """Draws ``conv``'s weight (spconv module) from N(0, 0.3²) in place and returns it detached."""
+    torch.nn.init.normal_(conv.weight, std=0.3)
+    return conv.weight.detach()
+
+
+def run_spconv(module, tensor):
+    """A spconv module on a SparseConvTensor, without grad, single-threaded on CPU."""
+    with torch.no_grad(), spconv_threads("spconv", CPU):
+        return module(tensor)
+
+
+def in_our_order(spconv_out, parents: torch.Tensor) -> torch.Tensor:
+    """spconv's output rows reordered to our parent order (matched by coordinates)."""
+    theirs = {tuple(c): i for i, c in enumerate(spconv_out.indices[:, 1:].tolist())}
+    assert len(theirs) == parents.shape[0]
+    return spconv_out.features[torch.tensor([theirs[tuple(c)] for c in parents.tolist()], dtype=torch.long)]

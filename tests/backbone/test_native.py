@@ -25,13 +25,12 @@ from engine.backbone.folded import Conv1x1
 from engine.backbone.kernel_maps import SUBM_CENTRE, build_kernel_maps, down_level, submanifold_map
 from engine.backbone.native import NativeConv
 from engine.backbone.sparse_conv import OffsetPairs, sparse_conv, sparse_conv_reference
-from engine.backbone.spconv_unet import spconv_threads
 from engine.pipeline import infer_scene
 from engine.preprocess import voxelize
 from engine.scene_io import read_scene
 from engine.stage_timer import StageTimer
 from engine.synthetic import generate_scene
-from tests.backbone.spconv_oracle import CASES, CPU, random_voxels, sp
+from tests.backbone.spconv_oracle import CASES, CPU, in_our_order, random_voxels, random_weight, run_spconv, sp
 from tests.sessions import cpu_session
 from tests.tolerances import F32_NETWORK, F32_SUM_ORDER, SCORES
 
@@ -42,53 +41,38 @@ FIELDS = ("semantic_scores", "offsets", "heat_logits", "mask_features", "kernel_
 REAL_SCENE = Path(__file__).resolve().parents[3] / "shared" / "scannet" / "scene0000_01_vh_clean_2.ply"
 
 
-def _weight(conv) -> torch.Tensor:
-    torch.nn.init.normal_(conv.weight, std=0.3)
-    return conv.weight.detach()
-
-
-def _spconv(module, tensor):
-    with torch.no_grad(), spconv_threads("spconv", CPU):
-        return module(tensor)
-
-
-def _in_our_order(spconv_out, parents: torch.Tensor) -> torch.Tensor:
-    theirs = {tuple(c): i for i, c in enumerate(spconv_out.indices[:, 1:].tolist())}
-    return spconv_out.features[torch.tensor([theirs[tuple(c)] for c in parents.tolist()], dtype=torch.long)]
-
-
 @pytest.mark.parametrize("num,shape", CASES)
-def test_submanifold_conv_equals_spconv(num, shape):
+def test_submanifold_conv_equalsrun_spconv(num, shape):
     coords, x, tensor = random_voxels(num, shape, CIN, seed=num)
     conv = sp.SubMConv3d(CIN, COUT, 3, padding=1, bias=False)
-    weight = _weight(conv)
+    weight = random_weight(conv)
     pairs = OffsetPairs.from_neighbours(submanifold_map(coords), coords.shape[0], identity=SUBM_CENTRE)
     ours = NativeConv(weight, torch.float32)(x, pairs)
-    torch.testing.assert_close(ours, _spconv(conv, tensor).features, **CONV)
+    torch.testing.assert_close(ours, run_spconv(conv, tensor).features, **CONV)
 
 
 @pytest.mark.parametrize("num,shape", CASES)
-def test_pointwise_conv_reads_weights_as_spconv(num, shape):
+def test_pointwise_conv_reads_weights_asrun_spconv(num, shape):
     _, x, tensor = random_voxels(num, shape, CIN, seed=num + 1)
     conv = sp.SubMConv3d(CIN, COUT, 1, bias=False)
-    weight = _weight(conv)
+    weight = random_weight(conv)
     with torch.no_grad():
-        torch.testing.assert_close(Conv1x1(weight, torch.float32)(x), _spconv(conv, tensor).features, **CONV)
+        torch.testing.assert_close(Conv1x1(weight, torch.float32)(x), run_spconv(conv, tensor).features, **CONV)
 
 
 @pytest.mark.parametrize("num,shape", CASES)
-def test_down_and_inverse_conv_equal_spconv(num, shape):
+def test_down_and_inverse_conv_equalrun_spconv(num, shape):
     coords, x, tensor = random_voxels(num, shape, CIN, seed=num + 2)
     down = sp.SparseConv3d(CIN, COUT, 2, stride=2, bias=False, indice_key="d")
     up = sp.SparseInverseConv3d(COUT, CIN, 2, bias=False, indice_key="d")
-    down_weight, up_weight = _weight(down), _weight(up)
-    y = _spconv(down, tensor)
-    z = _spconv(up, y)
+    down_weight, up_weight = random_weight(down), random_weight(up)
+    y = run_spconv(down, tensor)
+    z = run_spconv(up, y)
     parents, down_map, _, _ = down_level(coords, shape)
     pairs = OffsetPairs.from_neighbours(down_map, coords.shape[0])
     ours_down = NativeConv(down_weight, torch.float32)(x, pairs)
-    ours_up = NativeConv(up_weight, torch.float32)(_in_our_order(y, parents), pairs.transposed())
-    torch.testing.assert_close(ours_down, _in_our_order(y, parents), **CONV)
+    ours_up = NativeConv(up_weight, torch.float32)(in_our_order(y, parents), pairs.transposed())
+    torch.testing.assert_close(ours_down, in_our_order(y, parents), **CONV)
     torch.testing.assert_close(ours_up, z.features, **CONV)
 
 

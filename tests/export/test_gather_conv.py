@@ -9,67 +9,49 @@ import torch
 
 from engine.backbone.folded import Conv1x1
 from engine.backbone.kernel_maps import build_kernel_maps, down_level, submanifold_map
-from engine.backbone.spconv_unet import spconv_threads
 from engine.preprocess import voxelize
 from engine.synthetic import generate_scene
 from export.gather_conv import GatherBackbone, GatherConv, GatherInverseConv
-from tests.backbone.spconv_oracle import CASES, CPU, random_voxels, sp
+from tests.backbone.spconv_oracle import CASES, CPU, in_our_order, random_voxels, random_weight, run_spconv, sp
 from tests.export.conftest import TOLERANCE, random_scene
 
 F32 = TOLERANCE[torch.float32]
 CIN, COUT = 5, 7  # odd channel counts
 
 
-def _weight(conv) -> torch.Tensor:
-    torch.nn.init.normal_(conv.weight, std=0.3)
-    return conv.weight.detach()
-
-
-def _spconv(module, tensor):
-    with torch.no_grad(), spconv_threads("spconv", CPU):
-        return module(tensor)
-
-
-def _in_our_order(spconv_out, parents: torch.Tensor) -> torch.Tensor:
-    """spconv's output rows reordered to our parent order (matched by coordinates)."""
-    theirs = {tuple(c): i for i, c in enumerate(spconv_out.indices[:, 1:].tolist())}
-    assert len(theirs) == parents.shape[0]
-    return spconv_out.features[torch.tensor([theirs[tuple(c)] for c in parents.tolist()], dtype=torch.long)]
-
-
 @pytest.mark.parametrize("num,shape", CASES)
-def test_submanifold_3_conv_equals_spconv(num, shape):
+def test_submanifold_3_conv_equalsrun_spconv(num, shape):
     coords, x, tensor = random_voxels(num, shape, CIN, seed=num)
     conv = sp.SubMConv3d(CIN, COUT, 3, padding=1, bias=False)
-    weight = _weight(conv)
+    weight = random_weight(conv)
     with torch.no_grad():
         ours = GatherConv(weight, torch.float32)(x, submanifold_map(coords))
-    torch.testing.assert_close(ours, _spconv(conv, tensor).features, **F32)
+    torch.testing.assert_close(ours, run_spconv(conv, tensor).features, **F32)
 
 
 @pytest.mark.parametrize("num,shape", CASES)
-def test_submanifold_1_conv_equals_spconv(num, shape):
+def test_submanifold_1_conv_equalsrun_spconv(num, shape):
     _, x, tensor = random_voxels(num, shape, CIN, seed=num + 1)
     conv = sp.SubMConv3d(CIN, COUT, 1, bias=False)
-    weight = _weight(conv)
+    weight = random_weight(conv)
     with torch.no_grad():
         ours = Conv1x1(weight, torch.float32)(x)
-    torch.testing.assert_close(ours, _spconv(conv, tensor).features, **F32)
+    torch.testing.assert_close(ours, run_spconv(conv, tensor).features, **F32)
 
 
 @pytest.mark.parametrize("num,shape", CASES)
-def test_down_and_inverse_conv_equal_spconv(num, shape):
+def test_down_and_inverse_conv_equalrun_spconv(num, shape):
     coords, x, tensor = random_voxels(num, shape, CIN, seed=num + 2)
     down = sp.SparseConv3d(CIN, COUT, 2, stride=2, bias=False, indice_key="d")
     up = sp.SparseInverseConv3d(COUT, CIN, 2, bias=False, indice_key="d")
-    down_weight, up_weight = _weight(down), _weight(up)
-    y = _spconv(down, tensor)
-    z = _spconv(up, y)
+    down_weight, up_weight = random_weight(down), random_weight(up)
+    y = run_spconv(down, tensor)
+    z = run_spconv(up, y)
     parents, down_map, up_index, _ = down_level(coords, shape)
     with torch.no_grad():
         ours_down = GatherConv(down_weight, torch.float32)(x, down_map)
-        ours_up = GatherInverseConv(up_weight, torch.float32)(_in_our_order(y, parents), up_index)
-    torch.testing.assert_close(ours_down, _in_our_order(y, parents), **F32)
+        ours_up = GatherInverseConv(up_weight, torch.float32)(in_our_order(y, parents), up_index)
+    torch.testing.assert_close(ours_down, in_our_order(y, parents), **F32)
     torch.testing.assert_close(ours_up, z.features, **F32)  # rows of the inverse: the input's order
 
 
