@@ -228,13 +228,14 @@ def merge_probabilities(model: DKNet, descriptors: torch.Tensor) -> torch.Tensor
     return scores
 
 
-def greedy_merge(merge_probs: np.ndarray, threshold: float = MERGE_THRESHOLD) -> np.ndarray:
-    """Greedy aggregation (supplementary Algorithm 2): group id of each candidate (P,) int64.
+def greedy_merge(merge_probs: torch.Tensor | np.ndarray, threshold: float = MERGE_THRESHOLD) -> np.ndarray:
+    """Greedy aggregation (supplementary Algorithm 2): group id of each candidate (P,) int64, on the
+    host, from merge_probs (P, P) float32 on any device.
 
     Repeatedly takes the first maximum in row-major order while it exceeds ``threshold``,
     joins the two groups under the smaller id and zeroes all scores inside the new group.
     """
-    scores = np.array(merge_probs, dtype=np.float32, copy=True)
+    scores = torch.as_tensor(merge_probs).detach().cpu().numpy().astype(np.float32, copy=True)
     count = scores.shape[0]
     group = np.arange(count, dtype=np.int64)
     np.fill_diagonal(scores, 0)

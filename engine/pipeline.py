@@ -10,7 +10,9 @@ the sequential mining scan; the reference every optimized path is tested against
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import ModuleType
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
@@ -40,22 +42,39 @@ class Backbone(Protocol):
                  point_to_voxel: torch.Tensor) -> PointOutputs: ...
 
 
-KERNELS = ("torch", "triton")
+MaskFactory = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], MaskSource]
+
+
+def stored_masks(theta: torch.Tensor, mask_features: torch.Tensor, xyz_m: torch.Tensor,
+                 centres_m: torch.Tensor) -> StoredMasks:
+    """SPEC §8 in torch: the soft masks (N, I) float32 of all instances, computed and stored."""
+    return StoredMasks(decode_masks(theta, mask_features, xyz_m, centres_m))
+
+
+@dataclass(frozen=True)
+class LaterStages:
+    """How encoding, decoding and post-processing run (``--kernels``): ``encoding``, a module with
+    the encoding steps (``mine_scene``, ``describe_candidates``, ``merge_probabilities``,
+    ``greedy_merge``, ``merge_instances``); ``masks``, what decoding hands to post-processing:
+    (theta (I, 337), mask features (N, 16), xyz_m (N, 3), centres_m (I, 3)) -> ``MaskSource``."""
+
+    name: str  # "torch" or "triton"
+    encoding: ModuleType
+    masks: MaskFactory
+
+
+TORCH_STAGES = LaterStages("torch", encoding, stored_masks)
 
 
 @dataclass
 class Session:
     """What a run needs for every scene: the weights, the backbone that runs the sparse U-Net and
-    point heads, and the kernels of the later stages (``torch`` or ``triton``), on one device."""
+    point heads, and the later stages' kernels, on one device."""
 
     model: DKNet
     backbone: Backbone
-    kernels: str
+    kernels: LaterStages
     device: torch.device
-
-    @property
-    def use_triton(self) -> bool:
-        return self.kernels == "triton"
 
 
 @dataclass
@@ -80,46 +99,36 @@ def run_backbone(backbone: Backbone, xyz: np.ndarray, rgb: np.ndarray, device: t
     return BackboneResult(vox, points, torch.softmax(points.heat_logits, dim=0))
 
 
-def run_encoding(model: DKNet, backbone: BackboneResult, use_triton: bool = False) -> EncodingResult:
-    """SPEC §4–7: candidate mining, description, merging, kernel generation. ``use_triton``:
-    mining, description, merge scores and the greedy merge run as Triton kernels (``kernels.encode``)."""
+def run_encoding(model: DKNet, backbone: BackboneResult, kernels: LaterStages = TORCH_STAGES) -> EncodingResult:
+    """SPEC §4–7: candidate mining, description, merging, kernel generation, with ``kernels``'
+    encoding steps."""
     points, obj = backbone.points, backbone.points.object_idx
     obj_xyz = backbone.vox.xyz_m[obj]
-    stages = encoding
-    if use_triton:
-        from kernels import encode as stages
+    stages = kernels.encoding
     cands = stages.mine_scene(obj_xyz, points.labels[obj], backbone.heat)
     descriptors = stages.describe_candidates(cands, points.kernel_features, obj_xyz, points.offsets[obj])
     merge_probs = stages.merge_probabilities(model, descriptors)
-    group = stages.greedy_merge(merge_probs if use_triton else merge_probs.cpu().numpy())  # reference: host
+    group = stages.greedy_merge(merge_probs)
     fg_features = descriptors[:, : points.kernel_features.shape[1]]
     instances = stages.merge_instances(group, cands, backbone.heat, fg_features)
     theta = model.weight_generator(instances.kernels)
     return EncodingResult(cands, instances, theta, obj[instances.centre_points])
 
 
-def run_decoding(backbone: BackboneResult, encoded: EncodingResult) -> torch.Tensor:
-    """SPEC §8: soft masks (N, I) float32 of all instances."""
+def run_decoding(backbone: BackboneResult, encoded: EncodingResult,
+                 kernels: LaterStages = TORCH_STAGES) -> MaskSource:
+    """SPEC §8: the soft masks (N, I) of all instances as ``kernels`` hand them to post-processing
+    (torch: computed and stored; Triton: only the Otsu histograms now, the masks recomputed by each
+    post-processing pass)."""
     xyz_m = backbone.vox.xyz_m
-    return decode_masks(encoded.theta, backbone.points.mask_features, xyz_m, xyz_m[encoded.instance_centers])
+    return kernels.masks(encoded.theta, backbone.points.mask_features, xyz_m, xyz_m[encoded.instance_centers])
 
 
-def run_decoding_triton(backbone: BackboneResult, encoded: EncodingResult) -> MaskSource:
-    """SPEC §8–9 with Triton kernels: only the per-instance level histograms are computed; the
-    masks are recomputed by each post-processing pass (``kernels.postprocess.RecomputedMasks``)."""
-    from kernels.postprocess import RecomputedMasks
-
-    xyz_m = backbone.vox.xyz_m
-    return RecomputedMasks(encoded.theta, backbone.points.mask_features, xyz_m, xyz_m[encoded.instance_centers])
-
-
-def run_post_processing(masks: torch.Tensor | MaskSource, backbone: BackboneResult,
-                        superpoints: np.ndarray | None) -> PostResult:
-    """SPEC §9–11 on stored masks (N, I) float32 (overwritten) or a ``MaskSource``."""
-    source = StoredMasks(masks) if isinstance(masks, torch.Tensor) else masks
+def run_post_processing(masks: MaskSource, backbone: BackboneResult, superpoints: np.ndarray | None) -> PostResult:
+    """SPEC §9–11 on the soft masks (a stored matrix is overwritten)."""
     device = backbone.points.semantic_scores.device
     sp = None if superpoints is None else torch.from_numpy(np.asarray(superpoints, np.int64)).to(device)
-    return postprocess_masks(source, backbone.points.semantic_scores, backbone.points.object_idx, sp)
+    return postprocess_masks(masks, backbone.points.semantic_scores, backbone.points.object_idx, sp)
 
 
 @dataclass
@@ -151,13 +160,13 @@ def infer_scene(session: Session, xyz: np.ndarray, rgb: np.ndarray, superpoints:
                 timer: StageTimer) -> SceneResult:
     """Run DKNet on one scene: xyz (N, 3) float, rgb (N, 3) uint8, superpoints (N,) int or None,
     with the session's backbone and kernels (Triton: CUDA, or CPU in the interpreter)."""
-    model, device, use_triton = session.model, session.device, session.use_triton
+    model, device, kernels = session.model, session.device, session.kernels
     with timer.stage("backbone"):
         backbone = run_backbone(session.backbone, xyz, rgb, device)
     with timer.stage("encoding"):
-        encoded = run_encoding(model, backbone, use_triton)
+        encoded = run_encoding(model, backbone, kernels)
     with timer.stage("decoding"):
-        masks = run_decoding_triton(backbone, encoded) if use_triton else run_decoding(backbone, encoded)
+        masks = run_decoding(backbone, encoded, kernels)
     with timer.stage("post_processing"):
         post = run_post_processing(masks, backbone, superpoints)
 

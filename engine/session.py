@@ -88,16 +88,28 @@ def build_session(args):
 
     device = resolve_device(args.device)
     model = load_model(args.checkpoint, args.random_weights, args.seed).to(device)
-    kernels = args.kernels or ("triton" if device.type == "cuda" else "torch")
-    if kernels == "triton":
-        prepare_triton(device)
+    kernels = later_stages(args.kernels or ("triton" if device.type == "cuda" else "torch"), device)
     backbone = build_backbone(args.backbone, model, device, args.engine_file, args.precision)
     return Session(model=model, backbone=backbone, kernels=kernels, device=device)
 
 
+def later_stages(kernels: str, device):
+    """The ``engine.pipeline.LaterStages`` of ``--kernels`` (torch or triton) on ``device``: the seam
+    is the one place that imports the Triton kernels; UserError when they cannot run there."""
+    from engine.pipeline import TORCH_STAGES, LaterStages
+
+    if kernels == "torch":
+        return TORCH_STAGES
+    prepare_triton(device)
+    from kernels import encode
+    from kernels.postprocess import RecomputedMasks
+
+    return LaterStages("triton", encode, RecomputedMasks)
+
+
 def kernels_description(session) -> str:
     """How the later stages run, for reports."""
-    if not session.use_triton:
+    if session.kernels.name == "torch":
         return "PyTorch"
     from kernels._triton import INTERPRETER
 

@@ -70,7 +70,7 @@ def profile(args) -> ProfileReport:
         scene={"name": scene.name, "points": scene.num_points, "voxels": result.num_voxels,
                "candidates": int(result.candidates.size), "instances": int(result.instance_centers.size)},
         backbone=result.backbone,
-        kernels=session.kernels,
+        kernels=session.kernels.name,
         throughput=device_throughput(device),
         runs=runs[1:],
         io_ms=io_ms,

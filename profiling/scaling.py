@@ -45,6 +45,7 @@ def measure(sizes: list[int], instance_counts: list[int], repeats: int, seed: in
     import torch
 
     from engine.pipeline import run_backbone, run_decoding, run_encoding, run_post_processing
+    from engine.postprocess import StoredMasks
     from engine.session import build_backbone, load_model
     from engine.synthetic import generate_scene
 
@@ -65,7 +66,8 @@ def measure(sizes: list[int], instance_counts: list[int], repeats: int, seed: in
             by_points["encoding"].append(_median_ms(lambda b=backbone: run_encoding(model, b), repeats))
             by_points["decoding"].append(_median_ms(lambda b=backbone, e=encoded: run_decoding(b, e), repeats))
             by_points["post_processing"].append(_median_ms(
-                lambda m=masks, b=backbone, sp=segments: run_post_processing(m.clone(), b, sp), repeats))
+                lambda m=masks, b=backbone, sp=segments: run_post_processing(StoredMasks(m.masks.clone()), b, sp),
+                repeats))
             scenes.append({"points": scene.num_points, "instances": int(encoded.theta.shape[0])})
         by_instances: dict[str, list[float]] = {"decoding": [], "post_processing": []}
         for count in instance_counts:
@@ -74,7 +76,7 @@ def measure(sizes: list[int], instance_counts: list[int], repeats: int, seed: in
             masks = run_decoding(backbone, subset)
             by_instances["decoding"].append(_median_ms(lambda s=subset: run_decoding(backbone, s), repeats))
             by_instances["post_processing"].append(_median_ms(
-                lambda m=masks: run_post_processing(m.clone(), backbone, segments), repeats))
+                lambda m=masks: run_post_processing(StoredMasks(m.masks.clone()), backbone, segments), repeats))
     points = [s["points"] for s in scenes]
     return {
         "scenes": scenes,

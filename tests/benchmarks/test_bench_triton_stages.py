@@ -1,4 +1,4 @@
-"""Stages of ``--backend triton`` beside the reference backend on one CUDA device
+"""Stages of ``--kernels triton`` beside ``--kernels torch`` on one CUDA device
 (``pytest --benchmark-only``); skipped without CUDA and compiled Triton.
 
 Each group (encoding, decoding, post-processing) holds the reference and the Triton variant on the
@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from engine.budget import RTX3090_BUDGET_MS
-from engine.pipeline import run_backbone, run_decoding, run_decoding_triton, run_encoding, run_post_processing
+from engine.pipeline import run_backbone, run_decoding, run_encoding, run_post_processing
+from engine.postprocess import StoredMasks
 
 H100_TARGET_MS = {"encoding": 2.0, "decoding": 0.5, "post_processing": 1.0}
 
@@ -61,44 +62,52 @@ def _info(benchmark, stage: str, **extra) -> None:
                                 device=torch.cuda.get_device_name(), **extra)
 
 
-@pytest.mark.parametrize("use_triton", [False, True], ids=["reference", "triton"])
+def _kernels(name: str):
+    from engine.session import later_stages
+
+    return later_stages(name, torch.device("cuda"))
+
+
+def _fresh(masks):
+    """A stored matrix is overwritten by post-processing: each round gets a copy."""
+    return StoredMasks(masks.masks.clone()) if isinstance(masks, StoredMasks) else masks
+
+
+@pytest.mark.parametrize("kernels", ["torch", "triton"])
 @pytest.mark.benchmark(group="triton-stage-encoding")
-def test_encoding(benchmark, cuda_scene, use_triton):
+def test_encoding(benchmark, cuda_scene, kernels):
     model, backbone, _, _ = cuda_scene
     _info(benchmark, "encoding")
     with torch.no_grad():
-        benchmark.pedantic(_timed(run_encoding), args=(model, backbone, use_triton), rounds=10, warmup_rounds=2)
+        benchmark.pedantic(_timed(run_encoding), args=(model, backbone, _kernels(kernels)), rounds=10,
+                           warmup_rounds=2)
 
 
-@pytest.mark.parametrize("use_triton", [False, True], ids=["reference", "triton"])
+@pytest.mark.parametrize("kernels", ["torch", "triton"])
 @pytest.mark.benchmark(group="triton-stage-decoding")
-def test_decoding(benchmark, cuda_scene, use_triton):
+def test_decoding(benchmark, cuda_scene, kernels):
     _, backbone, encoded, _ = cuda_scene
     num_points, count = backbone.vox.xyz_m.shape[0], encoded.theta.shape[0]
     flops = 2 * num_points * count * (16 * 19 + 16 + 16)
-    stage = run_decoding_triton if use_triton else run_decoding
-    benchmark.pedantic(_timed(stage), args=(backbone, encoded), rounds=10, warmup_rounds=2)
+    benchmark.pedantic(_timed(run_decoding), args=(backbone, encoded, _kernels(kernels)), rounds=10, warmup_rounds=2)
     _info(benchmark, "decoding", instances=count, gflop=flops / 1e9,
           achieved_tflops=flops / benchmark.stats.stats.median / 1e12)
 
 
-@pytest.mark.parametrize("use_triton", [False, True], ids=["reference", "triton"])
+@pytest.mark.parametrize("kernels", ["torch", "triton"])
 @pytest.mark.benchmark(group="triton-stage-post_processing")
-def test_post_processing(benchmark, cuda_scene, use_triton):
+def test_post_processing(benchmark, cuda_scene, kernels):
     _, backbone, encoded, segments = cuda_scene
-    masks = run_decoding_triton(backbone, encoded) if use_triton else run_decoding(backbone, encoded)
+    masks = run_decoding(backbone, encoded, _kernels(kernels))
 
     def setup():
-        return ((masks if use_triton else masks.clone(), backbone, segments), {})
+        return ((_fresh(masks), backbone, segments), {})
 
     benchmark.pedantic(_timed(run_post_processing), setup=setup, rounds=10, warmup_rounds=2)
     torch.cuda.synchronize()
     base = torch.cuda.memory_allocated()
     torch.cuda.reset_peak_memory_stats()
-    stored = run_decoding_triton(backbone, encoded) if use_triton else run_decoding(backbone, encoded)
-    run_post_processing(stored, backbone, segments)
+    run_post_processing(run_decoding(backbone, encoded, _kernels(kernels)), backbone, segments)
     torch.cuda.synchronize()
     _info(benchmark, "post_processing", instances=int(encoded.theta.shape[0]),
           peak_extra_mib_decoding_and_post=(torch.cuda.max_memory_allocated() - base) / 2**20)
-
-
