@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from spconv.core import ConvAlgo
 from spconv.pytorch import ops
 
+from engine.backbone.kernel_maps import down_level
 from engine.backbone.spconv_unet import select_provider, spconv_threads
 
 CPU = torch.device("cpu")
@@ -83,3 +86,44 @@ def in_our_order(spconv_out, parents: torch.Tensor) -> torch.Tensor:
     theirs = {tuple(c): i for i, c in enumerate(spconv_out.indices[:, 1:].tolist())}
     assert len(theirs) == parents.shape[0]
     return spconv_out.features[torch.tensor([theirs[tuple(c)] for c in parents.tolist()], dtype=torch.long)]
+
+
+@dataclass
+class SubmCase:
+    """One spconv submanifold conv (kernel 3 or 1) on random voxels: its inputs and outputs."""
+
+    coords: torch.Tensor  # (V, 3) int64
+    features: torch.Tensor  # (V, Cin) float32
+    weight: torch.Tensor  # spconv layout (Cout, k, k, k, Cin)
+    expected: torch.Tensor  # (V, Cout) spconv's output, rows in the input's order
+
+
+def subm_case(num: int, shape: list[int], kernel: int, in_channels: int, out_channels: int, seed: int) -> SubmCase:
+    coords, features, tensor = random_voxels(num, shape, in_channels, seed=seed)
+    conv = sp.SubMConv3d(in_channels, out_channels, kernel, padding=kernel // 2, bias=False)
+    weight = random_weight(conv)
+    return SubmCase(coords, features, weight, run_spconv(conv, tensor).features)
+
+
+@dataclass
+class DownUpCase:
+    """A spconv down conv (k=2, s=2) and its inverse on random voxels, with our level-2 order."""
+
+    coords: torch.Tensor  # (V, 3) int64 children
+    features: torch.Tensor  # (V, Cin) float32
+    down_weight: torch.Tensor  # (Cout, 2, 2, 2, Cin)
+    up_weight: torch.Tensor  # (Cin, 2, 2, 2, Cout)
+    parents: torch.Tensor  # (P, 3) int64, sorted as ``down_level`` orders them
+    expected_down: torch.Tensor  # (P, Cout) spconv's down output in our parent order
+    expected_up: torch.Tensor  # (V, Cin) spconv's inverse output of its down output, the input's order
+
+
+def down_up_case(num: int, shape: list[int], in_channels: int, out_channels: int, seed: int) -> DownUpCase:
+    coords, features, tensor = random_voxels(num, shape, in_channels, seed=seed)
+    down = sp.SparseConv3d(in_channels, out_channels, 2, stride=2, bias=False, indice_key="d")
+    up = sp.SparseInverseConv3d(out_channels, in_channels, 2, bias=False, indice_key="d")
+    down_weight, up_weight = random_weight(down), random_weight(up)
+    y = run_spconv(down, tensor)
+    parents = down_level(coords, shape)[0]
+    return DownUpCase(coords, features, down_weight, up_weight, parents, in_our_order(y, parents),
+                      run_spconv(up, y).features)

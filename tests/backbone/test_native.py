@@ -30,7 +30,7 @@ from engine.preprocess import voxelize
 from engine.scene_io import read_scene
 from engine.stage_timer import StageTimer
 from engine.synthetic import generate_scene
-from tests.backbone.spconv_oracle import CASES, CPU, in_our_order, random_voxels, random_weight, run_spconv, sp
+from tests.backbone.spconv_oracle import CASES, CPU, down_up_case, random_voxels, subm_case
 from tests.sessions import cpu_session
 from tests.tolerances import F32_NETWORK, F32_SUM_ORDER, SCORES
 
@@ -42,38 +42,28 @@ REAL_SCENE = Path(__file__).resolve().parents[3] / "shared" / "scannet" / "scene
 
 
 @pytest.mark.parametrize("num,shape", CASES)
-def test_submanifold_conv_equalsrun_spconv(num, shape):
-    coords, x, tensor = random_voxels(num, shape, CIN, seed=num)
-    conv = sp.SubMConv3d(CIN, COUT, 3, padding=1, bias=False)
-    weight = random_weight(conv)
-    pairs = OffsetPairs.from_neighbours(submanifold_map(coords), coords.shape[0], identity=SUBM_CENTRE)
-    ours = NativeConv(weight, torch.float32)(x, pairs)
-    torch.testing.assert_close(ours, run_spconv(conv, tensor).features, **CONV)
+def test_submanifold_conv_equals_spconv(num, shape):
+    case = subm_case(num, shape, 3, CIN, COUT, seed=num)
+    pairs = OffsetPairs.from_neighbours(submanifold_map(case.coords), case.coords.shape[0], identity=SUBM_CENTRE)
+    torch.testing.assert_close(NativeConv(case.weight, torch.float32)(case.features, pairs), case.expected, **CONV)
 
 
 @pytest.mark.parametrize("num,shape", CASES)
-def test_pointwise_conv_reads_weights_asrun_spconv(num, shape):
-    _, x, tensor = random_voxels(num, shape, CIN, seed=num + 1)
-    conv = sp.SubMConv3d(CIN, COUT, 1, bias=False)
-    weight = random_weight(conv)
+def test_pointwise_conv_reads_weights_as_spconv(num, shape):
+    case = subm_case(num, shape, 1, CIN, COUT, seed=num + 1)
     with torch.no_grad():
-        torch.testing.assert_close(Conv1x1(weight, torch.float32)(x), run_spconv(conv, tensor).features, **CONV)
+        torch.testing.assert_close(Conv1x1(case.weight, torch.float32)(case.features), case.expected, **CONV)
 
 
 @pytest.mark.parametrize("num,shape", CASES)
-def test_down_and_inverse_conv_equalrun_spconv(num, shape):
-    coords, x, tensor = random_voxels(num, shape, CIN, seed=num + 2)
-    down = sp.SparseConv3d(CIN, COUT, 2, stride=2, bias=False, indice_key="d")
-    up = sp.SparseInverseConv3d(COUT, CIN, 2, bias=False, indice_key="d")
-    down_weight, up_weight = random_weight(down), random_weight(up)
-    y = run_spconv(down, tensor)
-    z = run_spconv(up, y)
-    parents, down_map, _, _ = down_level(coords, shape)
-    pairs = OffsetPairs.from_neighbours(down_map, coords.shape[0])
-    ours_down = NativeConv(down_weight, torch.float32)(x, pairs)
-    ours_up = NativeConv(up_weight, torch.float32)(in_our_order(y, parents), pairs.transposed())
-    torch.testing.assert_close(ours_down, in_our_order(y, parents), **CONV)
-    torch.testing.assert_close(ours_up, z.features, **CONV)
+def test_down_and_inverse_conv_equal_spconv(num, shape):
+    case = down_up_case(num, shape, CIN, COUT, seed=num + 2)
+    _, down_map, _, _ = down_level(case.coords, shape)
+    pairs = OffsetPairs.from_neighbours(down_map, case.coords.shape[0])
+    ours_down = NativeConv(case.down_weight, torch.float32)(case.features, pairs)
+    ours_up = NativeConv(case.up_weight, torch.float32)(case.expected_down, pairs.transposed())
+    torch.testing.assert_close(ours_down, case.expected_down, **CONV)
+    torch.testing.assert_close(ours_up, case.expected_up, **CONV)
 
 
 @pytest.mark.parametrize("num_in,num_out,offsets,fill", [(0, 0, 27, 0.5), (1, 1, 27, 1.0), (40, 0, 8, 0.5),

@@ -1,5 +1,6 @@
-"""The Gather + MatMul formulation against spconv: each conv kind, then the whole backbone and
-heads against the reference DKNet (float32 tolerance from ``conftest.TOLERANCE``)."""
+"""The Gather + MatMul formulation against spconv: its own conv kinds (the 1³ conv is shared with
+the native backbone and tested in ``tests/backbone/test_native.py``), then the whole backbone and
+heads against the spconv backbone (float32 tolerance from ``conftest.TOLERANCE``)."""
 
 from __future__ import annotations
 
@@ -7,12 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from engine.backbone.folded import Conv1x1
 from engine.backbone.kernel_maps import build_kernel_maps, down_level, submanifold_map
 from engine.preprocess import voxelize
 from engine.synthetic import generate_scene
 from export.gather_conv import GatherBackbone, GatherConv, GatherInverseConv
-from tests.backbone.spconv_oracle import CASES, CPU, in_our_order, random_voxels, random_weight, run_spconv, sp
+from tests.backbone.spconv_oracle import CASES, CPU, down_up_case, subm_case
 from tests.export.conftest import TOLERANCE, random_scene
 
 F32 = TOLERANCE[torch.float32]
@@ -20,39 +20,22 @@ CIN, COUT = 5, 7  # odd channel counts
 
 
 @pytest.mark.parametrize("num,shape", CASES)
-def test_submanifold_3_conv_equalsrun_spconv(num, shape):
-    coords, x, tensor = random_voxels(num, shape, CIN, seed=num)
-    conv = sp.SubMConv3d(CIN, COUT, 3, padding=1, bias=False)
-    weight = random_weight(conv)
+def test_submanifold_conv_equals_spconv(num, shape):
+    case = subm_case(num, shape, 3, CIN, COUT, seed=num)
     with torch.no_grad():
-        ours = GatherConv(weight, torch.float32)(x, submanifold_map(coords))
-    torch.testing.assert_close(ours, run_spconv(conv, tensor).features, **F32)
+        ours = GatherConv(case.weight, torch.float32)(case.features, submanifold_map(case.coords))
+    torch.testing.assert_close(ours, case.expected, **F32)
 
 
 @pytest.mark.parametrize("num,shape", CASES)
-def test_submanifold_1_conv_equalsrun_spconv(num, shape):
-    _, x, tensor = random_voxels(num, shape, CIN, seed=num + 1)
-    conv = sp.SubMConv3d(CIN, COUT, 1, bias=False)
-    weight = random_weight(conv)
+def test_down_and_inverse_conv_equal_spconv(num, shape):
+    case = down_up_case(num, shape, CIN, COUT, seed=num + 2)
+    _, down_map, up_index, _ = down_level(case.coords, shape)
     with torch.no_grad():
-        ours = Conv1x1(weight, torch.float32)(x)
-    torch.testing.assert_close(ours, run_spconv(conv, tensor).features, **F32)
-
-
-@pytest.mark.parametrize("num,shape", CASES)
-def test_down_and_inverse_conv_equalrun_spconv(num, shape):
-    coords, x, tensor = random_voxels(num, shape, CIN, seed=num + 2)
-    down = sp.SparseConv3d(CIN, COUT, 2, stride=2, bias=False, indice_key="d")
-    up = sp.SparseInverseConv3d(COUT, CIN, 2, bias=False, indice_key="d")
-    down_weight, up_weight = random_weight(down), random_weight(up)
-    y = run_spconv(down, tensor)
-    z = run_spconv(up, y)
-    parents, down_map, up_index, _ = down_level(coords, shape)
-    with torch.no_grad():
-        ours_down = GatherConv(down_weight, torch.float32)(x, down_map)
-        ours_up = GatherInverseConv(up_weight, torch.float32)(in_our_order(y, parents), up_index)
-    torch.testing.assert_close(ours_down, in_our_order(y, parents), **F32)
-    torch.testing.assert_close(ours_up, z.features, **F32)  # rows of the inverse: the input's order
+        ours_down = GatherConv(case.down_weight, torch.float32)(case.features, down_map)
+        ours_up = GatherInverseConv(case.up_weight, torch.float32)(case.expected_down, up_index)
+    torch.testing.assert_close(ours_down, case.expected_down, **F32)
+    torch.testing.assert_close(ours_up, case.expected_up, **F32)  # rows of the inverse: the input's order
 
 
 def _reference_and_ours(spconv_backbone, gather, xyz, rgb):
