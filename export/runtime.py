@@ -65,6 +65,8 @@ class OnnxRuntimeBackbone(ExportedBackbone):
     """``backbone.onnx`` on ONNX Runtime: the CUDA execution provider when ``device`` is CUDA and
     the installed onnxruntime has it, else the CPU provider (inputs then move to the CPU)."""
 
+    name = "onnxruntime"
+
     def __init__(self, path: Path, device: torch.device):
         try:
             import onnxruntime as ort
@@ -102,6 +104,8 @@ class OnnxRuntimeBackbone(ExportedBackbone):
 class TensorRTBackbone(ExportedBackbone):
     """``backbone.plan`` (from ``python -m export.tensorrt``) on a CUDA device, on torch's current
     stream."""
+
+    name = "tensorrt"
 
     def __init__(self, path: Path, device: torch.device):
         from export.tensorrt import TensorRTError, import_tensorrt, require_gpu

@@ -1,10 +1,10 @@
-"""Post-processing on recomputed masks: the ``MaskSource`` of the Triton backend (SPEC §9–10).
+"""Post-processing on recomputed masks: the ``MaskSource`` of ``--kernels triton`` (SPEC §9–10).
 
 The decoding stage leaves only the per-instance level histograms (``kernels.decode``); every
 later read of the masks recomputes them inside a kernel (``kernels.assign``), which costs less
 than writing and re-reading the (N, I) float matrix. The steps themselves (classes, cover,
-filtering, scores, superpoints) are ``engine.postprocess.postprocess_masks``, shared with the
-reference backend.
+filtering, scores, superpoints) are ``engine.postprocess.postprocess_masks``, shared with
+``--kernels torch``.
 """
 
 from __future__ import annotations

@@ -74,10 +74,6 @@ class OffsetPairs:
     identity: int | None = None
 
     @property
-    def num_offsets(self) -> int:
-        return len(self.counts)
-
-    @property
     def num_pairs(self) -> int:
         """Real pairs, the identity offset's included."""
         return len(self.in_rows) + (self.num_out if self.identity is not None else 0)

@@ -153,7 +153,7 @@ def _build_unet(sp):
 def spconv_threads(provider: str, device: torch.device) -> Iterator[None]:
     """spconv 2.3.x's CPU build gives wrong sums when torch runs more than one intra-op thread
     (measured here: errors of 0.3 on unit-scale features for 40k voxels; exact with one thread),
-    so its CPU convolutions run single-threaded. ``tests/test_sparse_layout.py`` guards this."""
+    so its CPU convolutions run single-threaded. ``tests/backbone/test_spconv_layout.py`` guards this."""
     if provider != "spconv" or device.type != "cpu":
         yield
         return
@@ -175,7 +175,6 @@ class SpconvBackbone:
     def __init__(self, model: DKNet, provider: SparseProvider, device: torch.device):
         sp = provider.module
         d = WIDTH
-        self.device = device
         self.model = model
         self.provider = f"spconv ({provider.name})"
         self._provider_name = provider.name

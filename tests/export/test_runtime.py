@@ -1,5 +1,5 @@
-"""The ONNX Runtime backend as the engine's backbone: same PointOutputs and same instances as the
-reference backend; one-line errors for files it cannot use."""
+"""The ONNX Runtime backbone: same PointOutputs and same instances as the spconv backbone;
+one-line errors for files it cannot use."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def ort_backbone(onnx_fp32):
 
 
 def test_runner_is_called_like_dknet_forward(ort_backbone, spconv_backbone):
-    assert ort_backbone.provider == "onnxruntime CPUExecutionProvider"
+    assert ort_backbone.name == "onnxruntime" and ort_backbone.provider == "onnxruntime CPUExecutionProvider"
     xyz, rgb = random_scene(1500, seed=4, extent_m=2.0)
     with torch.no_grad():
         ref = run_backbone(spconv_backbone, xyz, rgb, CPU)
@@ -42,7 +42,7 @@ def _instances(backbone, model, xyz, rgb, segments):
     return encoded, post
 
 
-def test_same_instances_as_reference_backend(ort_backbone, spconv_backbone, random_model):
+def test_same_instances_as_spconv_backbone(ort_backbone, spconv_backbone, random_model):
     room = generate_scene(6000, seed=5)
     xyz, segments = room.vertices_m.astype(np.float64), room.segments.astype(np.int64)
     ref_enc, ref = _instances(spconv_backbone, random_model, xyz, room.colors, segments)
