@@ -1,31 +1,36 @@
-"""Kernel tests run on CPU tensors in Triton's interpreter.
+"""Kernel tests run on both devices: ``device`` is ``cpu`` (Triton's interpreter) and ``cuda``
+(compiled kernels); each is skipped, with the reason, where this process cannot run it.
 
-``TRITON_INTERPRET=1`` must be set before triton is first imported (``triton.jit`` decides between
-compiling and interpreting when a kernel is decorated), so it is set here, at conftest import,
-before any test module imports ``kernels``. Every test is skipped, with the reason, when triton
-cannot be imported or was already imported in compiled mode (e.g. by a benchmark module importing
-``kernels`` at collection time, which the benchmark modules avoid).
+One mode per process: triton decides between compiling and interpreting when a kernel is
+decorated, from ``TRITON_INTERPRET`` as ``engine.environment.choose_triton_mode`` leaves it (the
+user's value, else interpreted exactly when no CUDA device is visible). ``make test`` sets
+``TRITON_INTERPRET=1``; on a GPU machine ``pytest tests/kernels`` runs the CUDA cases compiled.
 """
 
 from __future__ import annotations
 
-import os
-
 import pytest
+import torch
 
-os.environ["TRITON_INTERPRET"] = "1"
-
-from kernels._triton import INTERPRETER, TRITON_IMPORTED  # noqa: E402  (after setting the variable)
-
-if not TRITON_IMPORTED:
-    SKIP_REASON = "triton is not installed (pip install 'dknet-engine[test]')"
-elif not INTERPRETER:
-    SKIP_REASON = "kernels._triton was imported before TRITON_INTERPRET=1 was set: run tests/kernels on its own"
-else:
-    SKIP_REASON = ""
+from kernels._triton import TRITON_IMPORTED, triton_available
 
 
-@pytest.fixture(autouse=True)
-def _triton_interpreter():
-    if SKIP_REASON:
-        pytest.skip(SKIP_REASON)
+def device_skip_reason(device: str) -> str:
+    """Why this process cannot run the kernels on ``device`` ("" when it can)."""
+    if not TRITON_IMPORTED:
+        return "triton is not installed (pip install 'dknet-engine[test]')"
+    if triton_available(device):
+        return ""
+    if device == "cpu":
+        return "CPU tensors run in Triton's interpreter: set TRITON_INTERPRET=1 (one mode per process)"
+    if not torch.cuda.is_available():
+        return "no CUDA device visible"
+    return "CUDA runs compiled kernels: unset TRITON_INTERPRET (one mode per process)"
+
+
+@pytest.fixture(params=["cpu", "cuda"])
+def device(request) -> torch.device:
+    reason = device_skip_reason(request.param)
+    if reason:
+        pytest.skip(reason)
+    return torch.device(request.param)
