@@ -38,6 +38,23 @@ DATASHEET: dict[str, tuple[float, float]] = {
     "V100": (15.7, 900.0),
 }
 RTX3090 = "RTX 3090"
+# name fragment -> dense float16 tensor-core TFLOP/s with float32 accumulation (the datasheets'
+# figures without sparsity), the peak of the backbone's fp16 precision, which accumulates in float32.
+TENSOR_FP16_TFLOPS: dict[str, float] = {
+    "RTX 3090": 71.0,
+    "RTX 4090": 165.2,
+    "H100 SXM": 989.4,
+    "H100 PCIe": 756.0,
+    "H100 NVL": 835.0,
+    "H100": 989.4,
+    "H200": 989.4,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "L4": 121.0,
+    "A10": 125.0,
+    "T4": 65.0,
+    "V100": 125.0,
+}
 
 
 @dataclass(frozen=True)
@@ -72,10 +89,13 @@ def device_name(device: torch.device) -> str:
     return f"CPU {model} ({torch.get_num_threads()} threads)"
 
 
-def datasheet_entry(name: str) -> tuple[float, float] | None:
-    for fragment in sorted(DATASHEET, key=len, reverse=True):
+def datasheet_entry(name: str, table: dict | None = None):
+    """The row of ``table`` (default ``DATASHEET``) whose name fragment ``name`` contains, longest
+    fragments first; None when none matches."""
+    table = DATASHEET if table is None else table
+    for fragment in sorted(table, key=len, reverse=True):
         if fragment.lower() in name.lower():
-            return DATASHEET[fragment]
+            return table[fragment]
     return None
 
 

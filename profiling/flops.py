@@ -3,6 +3,7 @@
 ``backbone_flops`` runs the backbone once with forward hooks on its sparse convolutions and
 counts ``2 · pairs · Cin · Cout`` per convolution (real pairs only, the work gather → GEMM →
 scatter does), plus the dense per-voxel layers (1³ convs and point heads, ``2 · V · Cin · Cout``).
+``decoding_flops`` counts the dynamic convolution of every instance over every point.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import torch
 
 from engine.backbone.folded import Linear
 from engine.backbone.native import NativeBackbone, NativeConv
+from engine.model import DYNAMIC_PARAMS
 
 
 def backbone_flops(backbone: NativeBackbone, features: torch.Tensor, coords: torch.Tensor,
@@ -33,3 +35,9 @@ def backbone_flops(backbone: NativeBackbone, features: torch.Tensor, coords: tor
         for handle in handles:
             handle.remove()
     return {**counts, "total": counts["sparse_conv"] + counts["dense"]}
+
+
+def decoding_flops(num_points: int, num_instances: int) -> int:
+    """FLOPs of decoding (SPEC §8), counted as 2 per (point, instance, parameter): W1 (16x19) and
+    W2 (16) multiply-adds, b1 (16) adds counted like them; the last bias b2 is left out."""
+    return 2 * num_points * num_instances * (DYNAMIC_PARAMS - 1)

@@ -19,6 +19,7 @@ from engine.pipeline import EncodingResult, run_backbone, run_decoding, run_enco
 from engine.postprocess import StoredMasks
 from engine.session import build_backbone
 from engine.synthetic import generate_scene
+from profiling.flops import decoding_flops
 
 SIZES = [20_000, 150_000, pytest.param(400_000, marks=pytest.mark.large)]
 
@@ -47,10 +48,6 @@ def _first_instances(encoded: EncodingResult, count: int) -> EncodingResult:
                           encoded.instance_centers[:count])
 
 
-def _decode_flops(num_points: int, num_instances: int) -> int:
-    return 2 * num_points * num_instances * (16 * 19 + 16 + 16)  # W1 x, + b1, W2 h (multiply-adds x 2)
-
-
 @pytest.mark.benchmark(group="encoding")
 def test_encoding(benchmark, model, scene):
     _, backbone, _, _ = scene
@@ -66,7 +63,7 @@ def test_decoding(benchmark, scene, instances):
     subset = _first_instances(encoded, instances)
     count = int(subset.theta.shape[0])
     benchmark.extra_info.update(budget_ms=RTX3090_BUDGET_MS["decoding"], instances=count,
-                                gflop=_decode_flops(size, count) / 1e9)
+                                gflop=decoding_flops(size, count) / 1e9)
     benchmark.pedantic(run_decoding, args=(backbone, subset), rounds=5, warmup_rounds=1)
 
 
@@ -76,7 +73,7 @@ def test_decoding(benchmark, scene, instances):
 @pytest.mark.benchmark(group="decoding")
 def test_decoding_arithmetic_floor(benchmark, size, instances):
     """A square float32 matmul doing the decoding's multiply-adds: the machine's matmul floor."""
-    side = round((_decode_flops(size, instances) / 2) ** (1 / 3))
+    side = round((decoding_flops(size, instances) / 2) ** (1 / 3))
     a, b = torch.randn(side, side), torch.randn(side, side)
     benchmark.extra_info["gflop"] = 2 * side**3 / 1e9
     benchmark.pedantic(torch.mm, args=(a, b), rounds=5, warmup_rounds=1)

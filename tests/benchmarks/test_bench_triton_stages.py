@@ -13,11 +13,10 @@ import numpy as np
 import pytest
 import torch
 
-from engine.budget import RTX3090_BUDGET_MS
+from engine.budget import H100_TARGET_MS, RTX3090_BUDGET_MS
 from engine.pipeline import run_backbone, run_decoding, run_encoding, run_post_processing
 from engine.postprocess import StoredMasks
-
-H100_TARGET_MS = {"encoding": 2.0, "decoding": 0.5, "post_processing": 1.0}
+from profiling.flops import decoding_flops
 
 
 def _cuda_triton_or_skip() -> torch.device:
@@ -88,7 +87,7 @@ def test_encoding(benchmark, cuda_scene, kernels):
 def test_decoding(benchmark, cuda_scene, kernels):
     _, backbone, encoded, _ = cuda_scene
     num_points, count = backbone.vox.xyz_m.shape[0], encoded.theta.shape[0]
-    flops = 2 * num_points * count * (16 * 19 + 16 + 16)
+    flops = decoding_flops(num_points, count)
     benchmark.pedantic(_timed(run_decoding), args=(backbone, encoded, _kernels(kernels)), rounds=10, warmup_rounds=2)
     _info(benchmark, "decoding", instances=count, gflop=flops / 1e9,
           achieved_tflops=flops / benchmark.stats.stats.median / 1e12)
