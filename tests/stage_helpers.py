@@ -1,16 +1,13 @@
 """Helpers the tests and benchmarks need around the engine's stages, kept out of production code:
-the assignment and post-processing of a stored mask matrix, the host <-> device forms of mining
-candidates, and the decode kernel's two-step torch reference."""
+the assignment and post-processing of a stored mask matrix, and the decode kernel's two-step torch
+reference."""
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 
-from engine import encoding
 from engine.decoding import decode_masks
 from engine.postprocess import OTSU_LEVELS, PostResult, StoredMasks, assign_blocks, otsu_histograms, postprocess_masks
-from kernels.mine import PaddedCandidates
 
 
 def assign(scores: torch.Tensor, thresholds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -27,37 +24,6 @@ def postprocess(masks: torch.Tensor, semantic_scores: torch.Tensor, object_idx: 
                 superpoints: torch.Tensor | None) -> PostResult:
     """``postprocess_masks`` of a stored (N, I) float32 soft-mask matrix, which it **overwrites**."""
     return postprocess_masks(StoredMasks(masks), semantic_scores, object_idx, superpoints)
-
-
-def padded_from_host(cands: encoding.Candidates, device: torch.device | str) -> PaddedCandidates:
-    """``PaddedCandidates`` rows from ``engine.encoding.Candidates``' CSR lists."""
-    count = cands.points.size
-
-    def rows(owner: np.ndarray, entries: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        counts = np.bincount(owner, minlength=count).astype(np.int64)
-        padded = np.full((count, max(int(counts.max(initial=0)), 1)), -1, np.int64)
-        slots = np.arange(entries.size) - np.repeat(np.cumsum(counts) - counts, counts)
-        padded[owner, slots] = entries
-        return torch.from_numpy(padded).to(device), torch.from_numpy(counts).to(device)
-
-    def t(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.asarray(a, np.int64)).to(device)
-
-    return PaddedCandidates(t(cands.points), t(cands.sizes), *rows(cands.fg_owner, cands.fg_points),
-                            *rows(cands.bg_owner, cands.bg_points))
-
-
-def padded_to_host(padded: PaddedCandidates) -> encoding.Candidates:
-    """The same candidates as ``engine.encoding.Candidates`` (CSR lists, numpy)."""
-
-    def csr(rows: torch.Tensor, counts: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-        counts = counts.cpu()
-        filled = torch.arange(rows.shape[1]).unsqueeze(0) < counts.unsqueeze(1)
-        owner = torch.repeat_interleave(torch.arange(counts.numel()), counts)
-        return owner.numpy(), rows.cpu()[filled].numpy()
-
-    return encoding.Candidates(padded.points.cpu().numpy(), padded.sizes.cpu().numpy(),
-                               *csr(padded.fg_rows, padded.fg_counts), *csr(padded.bg_rows, padded.bg_counts))
 
 
 def decode_histograms_reference(theta: torch.Tensor, mask_features: torch.Tensor, xyz_m: torch.Tensor,

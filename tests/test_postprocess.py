@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
+from checks.tolerances import F32_SUM_ORDER
 from engine import postprocess as pp
 from engine.classes import INVALID_CLASS
 from tests.literal_postprocess import literal_postprocess
 from tests.stage_helpers import assign, postprocess
-from tests.tolerances import F32_SUM_ORDER
 
 
 def brute_force_otsu(hist: np.ndarray) -> float:

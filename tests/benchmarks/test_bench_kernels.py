@@ -202,9 +202,9 @@ def test_describe_reference(benchmark, encoding_inputs):
 @pytest.mark.benchmark(group="kernel-describe")
 def test_describe_kernel(benchmark, encoding_inputs):
     _skip_unless_compiled()
+    from checks.candidates import padded_from_host
     from engine.encoding import describe_candidates as reference
     from kernels.encode import describe_candidates
-    from tests.stage_helpers import padded_from_host
 
     cands, arrays, _, _ = encoding_inputs
     rows = padded_from_host(cands, DEVICE)
@@ -264,8 +264,8 @@ def test_greedy_merge_kernel(benchmark, merge_scores):
 @pytest.fixture(scope="module")
 def mining_inputs():
     """The object points of a 150k-point synthetic room with a heatmap peaked at each object's
-    centroid (``tests.mining_scenes``): xyz_m, labels, heat on DEVICE."""
-    from tests.mining_scenes import room_object_points
+    centroid (``checks.mining_scenes``): xyz_m, labels, heat on DEVICE."""
+    from checks.mining_scenes import room_object_points
 
     return tuple(torch.from_numpy(a).to(DEVICE) for a in room_object_points(150_000, seed=0))
 
@@ -284,9 +284,9 @@ def test_mining_kernel(benchmark, mining_inputs):
     _skip_unless_compiled()
     import numpy as np
 
+    from checks.candidates import padded_to_host
     from engine.encoding import mine_scene as reference
     from kernels.encode import mine_scene
-    from tests.stage_helpers import padded_to_host
 
     got = padded_to_host(benchmark.pedantic(_synchronized(mine_scene), args=mining_inputs, rounds=20,
                                             warmup_rounds=2))
