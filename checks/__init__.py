@@ -8,7 +8,8 @@ moves them to the device, runs the kernel, and compares on CPU with the referenc
 CPU) through a ``Check``, which states per comparison whether it is exact or within a tolerance.
 
 Modules, one per kernel module of ``kernels``: ``otsu``, ``decode``, ``assign``, ``postprocess``,
-``mine``, ``encode``, ``sparse_conv``; ``case`` holds the framework.
+``mine``, ``encode``, ``sparse_conv``; ``case`` holds the framework, ``tolerances`` the project's
+tolerance table (checks and tests), ``candidates`` and ``mining_scenes`` inputs the cases share.
 """
 
 from __future__ import annotations

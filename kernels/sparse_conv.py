@@ -53,9 +53,10 @@ every precision, tile and prologue/residual combination on sm_80 and sm_90: none
 
 Precision (``precision``): "fp32" (default) runs ``tl.dot`` with ``input_precision="ieee"``, as the
 rest of ``kernels`` (see ``kernels._triton``): float32 products, differing from torch only in the
-order of the sums. "tf32" lets the tensor cores round both operands to TF32 (10-bit mantissa);
-"fp16" and "bf16" cast the (prologue-applied) gathered rows and the weight slice to that type for
-the dot. All four accumulate in float32 and run the prologue and epilogue in float32. fp16 overflows
+order of the sums. "tf32" lets the tensor cores read both operands as TF32 (10-bit mantissa; they
+drop the 13 low bits rather than round them, see ``tl.dot``); "fp16" and "bf16" cast the
+(prologue-applied) gathered rows and the weight slice to that type (round to nearest even) for the
+dot. All four accumulate in float32 and run the prologue and epilogue in float32. fp16 overflows
 above 65504: a choice for inputs known to be in range.
 
 Triton's interpreter multiplies the raw bit patterns of bfloat16 ``tl.dot`` operands (it stores

@@ -12,9 +12,9 @@ import pytest
 import torch
 from plyfile import PlyData
 
+from checks.tolerances import F32_LAYERS
 from engine import run
 from engine.synthetic import generate_scene, write_scannet_scene
-from tests.tolerances import F32_LAYERS
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -215,7 +215,6 @@ def end_to_end(points: int, device: torch.device, interpreted: bool) -> dict:
     against spconv). float32 must agree within ``F32_NETWORK``; the Triton form's reduced
     precisions are measured against the same reference (reported, not judged)."""
     from checks.tolerances import F32_NETWORK
-
     from kernels.sparse_conv import PRECISIONS
 
     model, scene = _model(device), _scene(points)

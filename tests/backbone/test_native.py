@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import torch
 
-from checks.tolerances import F32_SUM_ORDER
+from checks.tolerances import F32_NETWORK, F32_SUM_ORDER, SCORES
 from engine.backbone import kernel_maps
 from engine.backbone.folded import Conv1x1
 from engine.backbone.kernel_maps import SUBM_CENTRE, build_kernel_maps, down_level, submanifold_map
@@ -33,7 +33,6 @@ from engine.stage_timer import StageTimer
 from engine.synthetic import generate_scene
 from tests.backbone.spconv_oracle import CASES, CPU, down_up_case, random_voxels, subm_case
 from tests.sessions import cpu_session
-from tests.tolerances import F32_NETWORK, SCORES
 
 CONV = F32_SUM_ORDER
 BACKBONE = F32_NETWORK

@@ -1,12 +1,12 @@
-"""Shared fixtures of the export tests (tolerances: ``tests/tolerances.py``, ``EXPORTED``)."""
+"""Shared fixtures of the export tests (tolerances: ``checks/tolerances.py``, ``EXPORTED``)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
+from checks.tolerances import EXPORTED
 from export.onnx import export_backbone
-from tests.tolerances import EXPORTED
 
 TOLERANCE = EXPORTED
 

@@ -12,11 +12,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from checks.tolerances import SCORES
 from engine.pipeline import infer_scene
 from engine.stage_timer import StageTimer
 from engine.synthetic import generate_scene
 from tests.sessions import cpu_session
-from tests.tolerances import SCORES
 
 
 def _infer(session, scene):
