@@ -5,6 +5,7 @@ source with ``ast``, so nothing is executed). Layers, top down:
 
 * commands: ``engine.run``, ``engine.eval``, ``engine.prepare_gt``, ``export.onnx`` (the exporter
   and its command; nothing imports it), ``profiling``;
+* ``checks``: the kernels' test cases, which ``profiling.gpu_check`` and the tests run;
 * the seam: ``engine.session`` builds a ``Session`` (backbone x kernels); ``engine.pipeline`` runs it;
 * the stages and their backends: ``engine.backbone``, ``engine.encoding``, ..., ``kernels``, ``export``;
 * leaves: ``engine.errors``, ``engine.classes``, ``engine.budget``, ``engine.atomic``,
@@ -17,7 +18,7 @@ import ast
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-PACKAGES = ("engine", "kernels", "export", "profiling")
+PACKAGES = ("engine", "kernels", "export", "profiling", "checks")
 LEAVES = ("engine.errors", "engine.classes", "engine.budget", "engine.atomic", "engine.environment",
           "engine.host_allocator")
 COMMANDS = ("engine.run", "engine.eval", "engine.prepare_gt", "export.onnx", "profiling")
@@ -89,4 +90,12 @@ def test_stages_do_not_import_the_seam():
     seam = ("engine.session", "engine.pipeline")
     offenders = {module: sorted(t for t in targets if _within(t, seam))
                  for module, targets in graph.items() if not _within(module, (*COMMANDS, *seam))}
+    assert {m: t for m, t in offenders.items() if t} == {}
+
+
+def test_only_commands_import_the_checks():
+    """The engine, its kernels and the exporters never import ``checks`` (test code)."""
+    graph = _import_graph()
+    offenders = {module: sorted(t for t in targets if _within(t, ("checks",)))
+                 for module, targets in graph.items() if not _within(module, (*COMMANDS, "checks"))}
     assert {m: t for m, t in offenders.items() if t} == {}
