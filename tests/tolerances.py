@@ -15,7 +15,7 @@ term only guards sums that cancel to near zero.
   summed in another order.
 
 Kernel tests whose bound scales with each output's terms (``tests/kernels/test_sparse_conv.py``,
-``test_assign.py``) state theirs beside the derivation.
+``checks/assign.py``) state theirs beside the derivation.
 """
 
 from __future__ import annotations
