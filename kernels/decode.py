@@ -10,7 +10,7 @@ b2) and centre c_i (3,), and point n with mask feature f_n (16,) and coordinate 
 The kernel subtracts the centre before the first layer (as the official grouped conv); the torch
 reference (``engine.decoding.decode_masks``) folds W1p·c into the bias. Both are float32-faithful;
 they differ by float32 rounding only, which moves a point to the neighbouring level when m lies
-within a few ulps of a multiple of 1/100 (see tests/kernels/test_decode.py for the tolerance).
+within a few ulps of a multiple of 1/100 (see checks/decode.py for the tolerance).
 
 Determinism and precision: see ``kernels._triton`` (float32, IEEE dot; integer atomic histogram
 adds, which are order-independent).

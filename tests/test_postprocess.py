@@ -6,11 +6,12 @@ import numpy as np
 import pytest
 import torch
 
+from checks.postprocess import postprocess_stored
 from checks.tolerances import F32_SUM_ORDER
 from engine import postprocess as pp
 from engine.classes import INVALID_CLASS
 from tests.literal_postprocess import literal_postprocess
-from tests.stage_helpers import assign, postprocess
+from tests.stage_helpers import assign
 
 
 def brute_force_otsu(hist: np.ndarray) -> float:
@@ -124,7 +125,7 @@ def _two_blob_scene(num_points=1000):
 
 def test_postprocess_end_to_end_small_scene():
     masks, logits, object_idx = _two_blob_scene()
-    result = postprocess(masks.t().contiguous(), logits, object_idx, None)
+    result = postprocess_stored(masks.t().contiguous(), logits, object_idx, None)
     assert result.thresholds.shape == (3,)
     assert result.instance_ids.tolist() == [0, 1]
     assert result.classes.tolist() == [5, 7]
@@ -136,13 +137,13 @@ def test_postprocess_end_to_end_small_scene():
 
 def test_postprocess_with_no_instances():
     logits = torch.zeros(10, 20)
-    result = postprocess(torch.zeros(10, 0), logits, torch.arange(10), torch.arange(10))
+    result = postprocess_stored(torch.zeros(10, 0), logits, torch.arange(10), torch.arange(10))
     assert result.masks.shape == (0, 10) and result.scores.numel() == 0 and result.thresholds.numel() == 0
 
 
 def test_postprocess_when_every_instance_is_filtered_out():
     masks, logits, object_idx = _two_blob_scene()
-    result = postprocess(masks[2:].t().contiguous(), logits, object_idx, torch.arange(1000) // 10)
+    result = postprocess_stored(masks[2:].t().contiguous(), logits, object_idx, torch.arange(1000) // 10)
     assert result.masks.shape == (0, 1000) and result.classes.numel() == 0
     assert result.thresholds.shape == (1,)
 
@@ -169,7 +170,7 @@ def test_postprocess_matches_literal_oracle(count, points, seed):
     masks, logits, object_idx, superpoints = _random_scene(count, points, seed)
     thresholds = pp.otsu_thresholds(pp.otsu_histograms(masks.t().contiguous()))
     want = literal_postprocess(masks.clone(), logits, object_idx, superpoints, thresholds)
-    got = postprocess(masks.t().contiguous(), logits, object_idx, superpoints)
+    got = postprocess_stored(masks.t().contiguous(), logits, object_idx, superpoints)
     assert got.thresholds.tolist() == thresholds.tolist()
     assert got.instance_ids.tolist() == want[3].tolist()
     assert got.classes.tolist() == want[1].tolist()

@@ -58,7 +58,7 @@ def histograms() -> torch.Tensor:
 
 @pytest.mark.benchmark(group="kernel-decode")
 def test_decode_reference(benchmark, decode_inputs):
-    from tests.stage_helpers import decode_histograms_reference
+    from checks.decode import decode_histograms_reference
 
     benchmark.extra_info.update(instances=INSTANCES, device=str(DEVICE))
     benchmark.pedantic(_synchronized(decode_histograms_reference), args=decode_inputs, rounds=5, warmup_rounds=1)
@@ -67,8 +67,8 @@ def test_decode_reference(benchmark, decode_inputs):
 @pytest.mark.benchmark(group="kernel-decode")
 def test_decode_kernel(benchmark, decode_inputs):
     _skip_unless_compiled()
+    from checks.decode import decode_histograms_reference
     from kernels.decode import decode_histograms
-    from tests.stage_helpers import decode_histograms_reference
 
     hist = benchmark.pedantic(_synchronized(decode_histograms), args=decode_inputs, rounds=5, warmup_rounds=1)
     moved = (hist - decode_histograms_reference(*decode_inputs)).abs().sum().item() // 2

@@ -2,7 +2,7 @@
 
 Same model, same scene: the backbone is shared and mining is exact (test_mine.py), so candidates
 and instance centres must be identical. Decoding and post-processing use recomputed masks that differ from the
-reference's by float32 rounding (see test_assign.py): thresholds may move by one Otsu level
+reference's by float32 rounding (see checks/assign.py): thresholds may move by one Otsu level
 (0.01); on these seeded scenes none does, and the masks and labels come out identical, scores
 within 1e-5.
 """
