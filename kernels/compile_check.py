@@ -1,10 +1,12 @@
 """``python -m kernels.compile_check [--arch 80 90]``: compile every kernel for NVIDIA GPUs, no GPU needed.
 
 Triton's wheel bundles ptxas, so each kernel is compiled ahead of time (Triton IR → PTX → cubin)
-for the given compute capabilities, in the configurations the launchers use, and its resource
-usage is read from the cubin with the bundled cuobjdump: registers per thread, local memory and
-stack frame per thread (register spills: ptxas puts a Triton kernel's spills in its stack frame),
-static shared memory. The interpreter that runs the kernels in CI cannot
+for the given compute capabilities, in the configurations the launchers use. Registers per thread,
+local memory and stack frame per thread (register spills: ptxas puts a Triton kernel's spills in
+its stack frame) are read from the cubin with the bundled cuobjdump; shared memory per program is
+Triton's own figure (``compiled.metadata.shared``): Triton allocates its shared memory dynamically
+at launch (layout conversions, reductions, ``tl.dot`` operands), so the cubin's static SHARED
+(0-1 KB) does not show it. The interpreter that runs the kernels in CI cannot
 show any of this; this check catches what only compilation catches (unsupported ops, types, spills).
 Must run with TRITON_INTERPRET unset (interpreted kernels cannot be compiled).
 """
@@ -55,7 +57,7 @@ class Usage:
     registers: int
     local_bytes: int  # spills to local memory
     stack_bytes: int  # the stack frame, where ptxas puts register spills of Triton kernels
-    shared_bytes: int
+    shared_bytes: int  # dynamic shared memory per program (Triton's metadata.shared), what launch requests
     fused_multiply_adds: int  # fma.rn.f32 in the PTX: contractions, absent where fusion is off
 
 
@@ -87,9 +89,9 @@ def cases() -> list[Case]:
     return result
 
 
-def resource_usage(cubin: bytes, ptx: str) -> Usage:
-    """Registers, local and shared bytes of the one function in ``cubin`` (cuobjdump -res-usage),
-    float32 FMAs in its ``ptx``."""
+def resource_usage(cubin: bytes, ptx: str, shared_bytes: int) -> Usage:
+    """Registers, local and stack bytes of the one function in ``cubin`` (cuobjdump -res-usage),
+    float32 FMAs in its ``ptx``, and ``shared_bytes`` (Triton's dynamic shared memory) as given."""
     tool = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
     with tempfile.NamedTemporaryFile(suffix=".cubin") as file:
         file.write(cubin)
@@ -100,12 +102,12 @@ def resource_usage(cubin: bytes, ptx: str) -> Usage:
     def field(name: str) -> int:
         return int(re.search(rf"\b{name}:(\d+)", text).group(1))
 
-    return Usage(field("REG"), field("LOCAL"), field("STACK"), field("SHARED"), ptx.count("fma.rn.f32"))
+    return Usage(field("REG"), field("LOCAL"), field("STACK"), shared_bytes, ptx.count("fma.rn.f32"))
 
 
 def compile_case(case: Case, arch: int) -> Usage:
     compiled = triton.compile(case.source(), target=GPUTarget("cuda", arch, 32), options=case.options)
-    return resource_usage(compiled.asm["cubin"], compiled.asm["ptx"])
+    return resource_usage(compiled.asm["cubin"], compiled.asm["ptx"], int(compiled.metadata.shared))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -44,12 +44,16 @@ sm_90; the GPU timings that would refine it are still to be taken.
   slices and the 64 × 128 tile's accumulator need the registers of 8 warps (at 4, some
   specializations spill); two pipeline stages (three spill some tiles, and Cin / BLOCK_K is only
   1-56 steps per offset).
+* Triton before 3.8 (``FP32_DOT_MIN_K``): its NVIDIA backend requires K >= 16 for every dot, 32-bit
+  operands included (3.8 accepts 8), so "fp32" takes the configuration of the other precisions:
+  BLOCK_K = 16, 8 warps for the 8192-element tiles, else 4. Compiled with Triton 3.6 for sm_80 and
+  sm_90, none spills (with 8 warps, the 64 × 64 tile keeps 8 bytes in its stack frame on sm_80).
 
 Spills were read as ptxas's stack frame (``cuobjdump`` STACK, ``ptxas -v`` "spill stores"), for
 every precision, tile and prologue/residual combination on sm_80 and sm_90: none.
 
 ``tl.dot``'s lower bounds on NVIDIA (M, N >= 16 here by choice; K >= 8 for 32-bit operands, 16 for
-16-bit ones) hold for every configuration; channel tails are masked.
+16-bit ones; K >= 16 for all before Triton 3.8) hold for every configuration; channel tails are masked.
 
 Precision (``precision``): "fp32" (default) runs ``tl.dot`` with ``input_precision="ieee"``, as the
 rest of ``kernels`` (see ``kernels._triton``): float32 products, differing from torch only in the
@@ -79,6 +83,23 @@ MIN_BLOCK_N = 16  # smallest channel tile (tl.dot's M and N could be smaller; 16
 MAX_BLOCK_N = 128
 NUM_STAGES = 2
 _BF16_DOT_IN_FLOAT32 = constexpr(INTERPRETER)  # see the module docstring
+
+
+def _fp32_dot_min_k() -> int:
+    """The smallest K this Triton's NVIDIA backend accepts for a float32 ``tl.dot``: 8 from Triton 3.8
+    on, 16 before (asked of the backend's own bound, so the interpreter, which has none, chooses the
+    tiles a GPU would compile; 16, valid on every version, when the backend cannot be asked)."""
+    try:
+        from triton.backends.compiler import GPUTarget
+        from triton.backends.nvidia.compiler import min_dot_size
+
+        operand = tl.block_type(tl.float32, [16, 16])
+        return max(8, int(min_dot_size(GPUTarget("cuda", 80, 32))(operand, operand)[2]))
+    except Exception:  # no triton, or a backend whose internals moved: the bound every version accepts
+        return 16
+
+
+FP32_DOT_MIN_K = _fp32_dot_min_k()
 
 
 @jit
@@ -166,8 +187,9 @@ def launch_config(in_channels: int, out_channels: int, precision: str = "fp32") 
     del in_channels
     block_n = min(max(triton.next_power_of_2(max(out_channels, 1)), MIN_BLOCK_N), MAX_BLOCK_N)
     block_m = 128 if block_n <= 32 else 64
-    block_k = 8 if precision == "fp32" else 16
-    return LaunchConfig(block_m, block_n, block_k, 8 if precision == "fp32" or block_m * block_n >= 8192 else 4)
+    if precision == "fp32" and FP32_DOT_MIN_K <= 8:
+        return LaunchConfig(block_m, block_n, 8, 8)
+    return LaunchConfig(block_m, block_n, 16, 8 if block_m * block_n >= 8192 else 4)
 
 
 def _epilogue_only(num_out: int, out_channels: int, bias: torch.Tensor | None, relu: bool,

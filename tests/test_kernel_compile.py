@@ -36,6 +36,12 @@ def test_kernels_compile_for_ampere_and_hopper():
     assert len(compiled) >= 26, done.stdout  # 13 specializations x 2 architectures
     mining = [line for line in compiled if line.startswith("mine_candidates")]
     assert mining and all(line.split()[-1] == "0" for line in mining), done.stdout  # d² not contracted
+    # Shared memory is Triton's dynamic allocation (not the cubin's static 0-1 KB): the tl.dot
+    # kernels stage their operands there, several KB per program, within an sm_80 block's 163 KB.
+    shared = {(line.split()[0], line.split()[-6]): int(line.split()[-2]) for line in compiled}
+    dots = {key: size for key, size in shared.items() if key[0] in ("decode_histograms", "sparse_conv",
+                                                                     "merge_probabilities", "best_instances")}
+    assert dots and all(1024 < size <= 163 * 1024 for size in dots.values()), done.stdout
 
 
 def test_refuses_under_the_interpreter():
