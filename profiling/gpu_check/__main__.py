@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-KERNEL_STEPS_AT_ONCE = 4  # kernel-case steps run side by side (compiling is CPU-bound)
+KERNEL_STEPS_AT_ONCE = 4  # kernel-case steps run side by side (compiling is CPU-bound), at most one per core
 SCENE_POINTS = (20_000, 150_000)
 INTERPRETED_POINTS = 1_000
 
@@ -92,15 +92,22 @@ def _child_command(step: Step, out: Path, interpret: bool, quick: bool) -> list[
     return command + ["--interpret"] * interpret + ["--quick"] * quick
 
 
+def steps_at_once() -> int:
+    return max(1, min(KERNEL_STEPS_AT_ONCE, os.cpu_count() or 1))
+
+
 def _child_environment(step: Step, interpret: bool, cache: str) -> dict[str, str]:
-    env = dict(os.environ, TRITON_CACHE_DIR=cache, PYTHONUNBUFFERED="1")
+    """The step's variables: Triton's mode and cache, and CPU threads shared among the steps that
+    run at once (oversubscribed OpenMP threads busy-wait and slow everything down many times)."""
+    threads = (os.cpu_count() or 1) // steps_at_once() if step.parallel else os.cpu_count() or 1
+    env = dict(os.environ, TRITON_CACHE_DIR=cache, PYTHONUNBUFFERED="1", OMP_NUM_THREADS=str(max(1, threads)))
     # resources compiles for a GPU target without one under --interpret: compiled mode there
     env["TRITON_INTERPRET"] = "1" if interpret and step.name != "resources" else "0"
     return env
 
 
 def run_steps(steps: list[Step], out: Path, interpret: bool, quick: bool, progress) -> dict[str, dict]:
-    """Run every step in its own process: parallel ones up to ``KERNEL_STEPS_AT_ONCE`` at a time,
+    """Run every step in its own process: parallel ones up to ``steps_at_once()`` at a time,
     the others alone. Each result: ``{"status": ok|crashed|timeout, "seconds", "limit_s", "result"
     or "error"}``."""
     (out / "steps").mkdir(parents=True, exist_ok=True)
@@ -110,7 +117,7 @@ def run_steps(steps: list[Step], out: Path, interpret: bool, quick: bool, progre
         running: list[tuple[Step, subprocess.Popen, float, object]] = []
         while pending or running:
             while pending and (not running or (pending[0].parallel and running[0][0].parallel
-                                               and len(running) < KERNEL_STEPS_AT_ONCE)):
+                                               and len(running) < steps_at_once())):
                 step = pending.pop(0)
                 log = open(out / "steps" / f"{step.file_stem}.log", "w")  # noqa: SIM115  (closed when it ends)
                 process = subprocess.Popen(_child_command(step, out, interpret, quick), stdout=log,

@@ -22,7 +22,7 @@ MODEL_SEED = 0
 SCENE_SEED = 1
 STAGES = ("backbone", "encoding", "decoding", "post_processing")
 BACKBONE_FIELDS = ("semantic_scores", "offsets", "heat_logits", "mask_features", "kernel_features")
-INTERPRETED_BACKBONE_POINTS = 300  # the Triton-form backbone in the interpreter: a crop of the scene
+INTERPRETED_BACKBONE_POINTS = 100  # the Triton-form backbone in the interpreter: a crop of the scene
 
 
 def _driver_version() -> str | None:

@@ -9,7 +9,7 @@ import torch
 
 from checks.sparse_conv import CONV_CASES
 from engine.backbone.kernel_maps import SUBM_OFFSETS
-from kernels.sparse_conv import PRECISIONS, launch_config, sparse_conv
+from kernels.sparse_conv import FP32_DOT_MIN_K, PRECISIONS, launch_config, sparse_conv
 
 
 @pytest.mark.parametrize("case", CONV_CASES, ids=str)
@@ -31,13 +31,14 @@ def test_rejects_bad_arguments():
 
 
 def test_launch_configs_fit_the_dot():
-    """Every DKNet channel pair gets tiles tl.dot accepts (M, N >= 16; K >= 8 for 32-bit operands,
-    16 for 16-bit ones) and one channel tile up to 128 output channels."""
+    """Every DKNet channel pair gets tiles the installed Triton's tl.dot accepts (M, N >= 16; K >= 8
+    for 32-bit operands from Triton 3.8, 16 before and for 16-bit ones) and one channel tile up to
+    128 output channels."""
     widths = [32 * level for level in range(1, 8)]
     pairs = [(6, 32)] + [(c, c) for c in widths] + [(2 * c, c) for c in widths] + [(c, c + 32) for c in widths]
     for cin, cout in pairs:
         for precision in PRECISIONS:
             config = launch_config(cin, cout, precision)
             assert config.block_m >= 16 and config.block_n >= 16
-            assert config.block_k >= (8 if precision in ("fp32", "tf32") else 16)
+            assert config.block_k >= (FP32_DOT_MIN_K if precision in ("fp32", "tf32") else 16)
             assert (cout <= 128) == (config.block_n >= cout)
