@@ -83,7 +83,7 @@ def run_step(name: str, interpret: bool, quick: bool) -> dict:
         return steps.end_to_end(int(argument), device, interpreted=interpret)
     if kind == "timings":
         repeats, warmup = (1, 0) if interpret else (5, 2) if quick else (10, 3)
-        return steps.timings(int(argument), device, repeats, warmup)
+        return steps.timings(int(argument), device, repeats, warmup, interpreted=interpret)
     raise ValueError(f"unknown step {name!r}")
 
 

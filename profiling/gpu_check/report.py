@@ -185,10 +185,11 @@ def print_summary(report: dict) -> None:
               f"backbones {'pass' if judged and all(judged) else 'FAIL'} ({len(judged)} compared)")
     for points, timing in report["timings"].items():
         if "kernels" in timing:
-            triton = timing["kernels"]["triton"]
-            stages = ", ".join(f"{s} {triton[s]['ms']:.2f}" for s in triton if s != "total_ms")
+            kernels = "triton" if "triton" in timing["kernels"] else "torch"
+            stats = timing["kernels"][kernels]
+            stages = ", ".join(f"{s} {stats[s]['ms']:.2f}" for s in stats if s != "total_ms")
             fp16 = timing["backbone_precisions"].get("fp16")
-            print(f"timings {points} points (triton, ms): {stages}; total {triton['total_ms']:.2f}"
+            print(f"timings {points} points ({kernels} kernels, ms): {stages}; total {stats['total_ms']:.2f}"
                   + (f"; backbone fp16 {fp16['ms']:.2f}" if fp16 else ""))
     for failure in report["failures"]:
         print(f"FAILED {failure}")

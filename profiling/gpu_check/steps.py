@@ -22,7 +22,7 @@ MODEL_SEED = 0
 SCENE_SEED = 1
 STAGES = ("backbone", "encoding", "decoding", "post_processing")
 BACKBONE_FIELDS = ("semantic_scores", "offsets", "heat_logits", "mask_features", "kernel_features")
-INTERPRETED_BACKBONE_POINTS = 100  # the Triton-form backbone in the interpreter: a crop of the scene
+INTERPRETED_BACKBONE_POINTS = 50  # the Triton-form backbone in the interpreter: a crop of the scene
 
 
 def _driver_version() -> str | None:
@@ -322,10 +322,12 @@ def _decoding_memory(session, scene) -> dict:
             "output_mask_bytes": int(post.masks.numel())}
 
 
-def timings(points: int, device: torch.device, repeats: int, warmup: int) -> dict:
+def timings(points: int, device: torch.device, repeats: int, warmup: int, interpreted: bool = False) -> dict:
     """Per stage with both kernel sets (CUDA events after warm-up) against the RTX 3090 budget and
     the H100 targets; the backbone at each precision; achieved TFLOP/s of the backbone and of
-    decoding against the device's peak; per kernel device time and decoding's peak memory (CUDA)."""
+    decoding against the device's peak; per kernel device time and decoding's peak memory (CUDA).
+    ``interpreted``: the torch kernels only (interpreted Triton times mean nothing, and the end-to-end
+    step has run them)."""
     from engine.budget import H100_TARGET_MS, RTX3090_BUDGET_MS
     from engine.preprocess import voxelize
     from engine.stage_timer import StageTimer
@@ -337,7 +339,7 @@ def timings(points: int, device: torch.device, repeats: int, warmup: int) -> dic
     native = _native(model, device)
     result: dict = {"points": int(scene.vertices_m.shape[0]), "backbone": native.provider, "repeats": repeats,
                     "warmup": warmup, "kernels": {}}
-    for kernels in ("triton", "torch"):
+    for kernels in ("torch",) if interpreted else ("triton", "torch"):
         session = _session(model, native, kernels, device)
         runs = []
         for index in range(warmup + repeats):
@@ -368,7 +370,7 @@ def timings(points: int, device: torch.device, repeats: int, warmup: int) -> dic
                                  "target_ms": H100_TARGET_MS["backbone"] if precision == "fp16" else None}
     result["backbone_gflop"] = flops / 1e9
     result["backbone_precisions"] = precisions
-    decode_ms = result["kernels"]["triton"]["decoding"]["ms"]
+    decode_ms = result["kernels"]["torch" if interpreted else "triton"]["decoding"]["ms"]
     decode_flops = decoding_flops(scene.vertices_m.shape[0], result["instances"])
     result["decoding"] = {"gflop": decode_flops / 1e9, "tflops": decode_flops / decode_ms / 1e9,
                           "peak_tflops": fp32_peak,
