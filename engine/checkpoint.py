@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pickle
+import re
 from pathlib import Path
 
 import torch
@@ -51,22 +53,69 @@ def check_state_dict(model: DKNet, state: dict[str, torch.Tensor]) -> None:
         raise CheckpointError("tensors do not match DKNet: " + "; ".join(problems))
 
 
-def load_checkpoint(model: DKNet, path: Path) -> None:
-    """Load ``path`` into ``model`` with ``strict=True``; errors are one-line ``CheckpointError``s."""
+def check_values(model: DKNet, state: dict[str, torch.Tensor]) -> list[str]:
+    """Raise ``CheckpointError`` naming tensors that hold NaN or infinity (DKNet would predict
+    nothing); return one warning line when tensors have another dtype than DKNet's (they are
+    converted on loading: integer weights usually mean a wrong file), else no warning."""
+    expected = model.state_dict()
+    non_finite = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    if non_finite:
+        raise CheckpointError(f"{len(non_finite)} tensors hold NaN or infinity: {_summarize(non_finite)}")
+    converted = [f"{k} {str(v.dtype).removeprefix('torch.')} -> {str(expected[k].dtype).removeprefix('torch.')}"
+                 for k, v in state.items() if v.dtype != expected[k].dtype]
+    if not converted:
+        return []
+    return [f"{len(converted)} tensors have another dtype than DKNet's and were converted: {_summarize(converted)}"]
+
+
+_ANSI_ESCAPE = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def load_checkpoint(model: DKNet, path: Path) -> list[str]:
+    """Load ``path`` into ``model`` with ``strict=True``; errors are one-line ``CheckpointError``s.
+    Returns warning lines (tensors converted from another dtype), empty when there are none.
+
+    The file is read with ``weights_only=True``: a checkpoint holding pickled Python objects (a
+    whole saved model, custom classes) is refused, since loading it would run code from the file.
+    """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path}: no such file")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        if "Unsupported global" not in str(exc):  # garbage, not a pickle of Python objects
+            raise CheckpointError(f"checkpoint {path}: cannot be read (not a PyTorch checkpoint)") from None
+        raise CheckpointError(
+            f"checkpoint {path}: holds pickled Python objects, not only tensors (a whole saved model?); "
+            "refused because loading it would run code from the file. If you trust it, save its weights: "
+            f"torch.save(torch.load('{path}', weights_only=False).state_dict(), 'weights.pth')") from None
     except Exception as exc:  # torch raises many types for corrupt or foreign files
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        text = _ANSI_ESCAPE.sub("", str(exc)).strip()
+        reason = text.splitlines()[0] if text else type(exc).__name__
         raise CheckpointError(f"checkpoint {path}: cannot be read ({reason})") from None
     try:
         state = extract_state_dict(obj)
         check_state_dict(model, state)
+        warnings = check_values(model, state)
     except CheckpointError as exc:
         raise CheckpointError(f"checkpoint {path}: {exc}") from None
     model.load_state_dict(state, strict=True)
+    return [f"checkpoint {path}: {warning}" for warning in warnings]
+
+
+def weights_fingerprint(state: dict[str, torch.Tensor]) -> str:
+    """SHA-256 (hex) of a state dict's names, dtypes, shapes and bytes, in name order: equal for the
+    same weights however they were loaded (the exported ONNX graph stores it, ``engine.session``
+    checks it)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name} {state[name].dtype} {tuple(state[name].shape)}\n".encode())
+        digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
 
 
 def randomize_weights(model: DKNet, seed: int = 0) -> None:

@@ -1,8 +1,9 @@
 """Command-line arguments of the inference commands (no torch import: ``--help`` stays fast).
 
 ``session_parser`` is the parent parser that ``engine.run`` and ``python -m profiling`` share
-(weights, device, ``--backbone`` x ``--kernels``, ``--engine-file``); ``add_weight_arguments`` is
-also used by ``export.onnx``; ``build_parser`` / ``parse_args`` are ``engine.run``'s own.
+(weights, device, ``--backbone`` x ``--kernels``, ``--engine-file``); so is ``add_scan_arguments``
+(how to read a scan); ``add_weight_arguments`` is also used by ``export.onnx``; ``build_parser`` /
+``parse_args`` are ``engine.run``'s own.
 """
 
 from __future__ import annotations
@@ -24,6 +25,19 @@ def add_weight_arguments(parser: argparse.ArgumentParser) -> None:
     weights.add_argument("--random-weights", action="store_true",
                          help="seeded random weights instead of a checkpoint (for testing the pipeline)")
     weights.add_argument("--seed", type=int, default=0, help="seed for --random-weights (default 0)")
+
+
+def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--up-axis`` / ``--units`` / ``--colour-max``: how to read scans that are not ScanNet's
+    (``engine.scene_io.read_scene``)."""
+    scans = parser.add_argument_group("your own scans (PLY, PCD, LAS/LAZ, .npy/.npz)")
+    scans.add_argument("--up-axis", choices=("z", "y", "-y", "x"), default="z",
+                       help="the file's up axis (default z, as ScanNet; phone and ARKit scans are usually y)")
+    scans.add_argument("--units", choices=("m", "cm", "mm"), default="m",
+                       help="the file's length unit (default m)")
+    scans.add_argument("--colour-max", type=int, choices=(1, 255), default=None,
+                       help="full intensity of float colours: 1 or 255 (default: detected when unambiguous; "
+                       "integer colours are always 0..255)")
 
 
 def session_parser() -> argparse.ArgumentParser:
@@ -64,12 +78,14 @@ def check_session_arguments(parser: argparse.ArgumentParser, args: argparse.Name
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m engine.run", parents=[session_parser()],
-        description="DKNet 3D instance segmentation of ScanNet-style scans (PLY meshes or point clouds).",
+        description="DKNet 3D instance segmentation of indoor scans: PLY meshes or point clouds, PCD, LAS/LAZ, "
+        "NumPy .npy/.npz.",
         epilog="Outputs per scene in --out: <scene>.txt and predicted_masks/ (ScanNet benchmark format), "
         "<scene>_instances.ply (coloured by instance) and <scene>.png. "
-        "The scene name is the file name without .ply and _vh_clean_2.",
+        "The scene name is the file name without its extension and _vh_clean_2.",
     )
-    parser.add_argument("scenes", nargs="+", type=Path, metavar="SCENE.ply", help="scan(s) to segment")
+    parser.add_argument("scenes", nargs="+", type=Path, metavar="SCAN",
+                        help="scan(s) to segment: .ply, .pcd, .las, .laz, .npy, .npz")
     parser.add_argument("--out", type=Path, default=Path("dknet_out"), metavar="DIR",
                         help="output folder (default dknet_out)")
     parser.add_argument("--dump", type=Path, metavar="FILE.npz",
@@ -79,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "print the running ScanNet AP after each scene")
     parser.add_argument("--no-superpoints", action="store_true",
                         help="skip superpoint refinement (segs.json or the mesh segmentator)")
+    add_scan_arguments(parser)
     return parser
 
 

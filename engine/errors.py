@@ -12,3 +12,8 @@ class UserError(Exception):
 def print_error(problem: Exception | str) -> None:
     """The one-line error every command prints on stderr: ``error: <problem>``."""
     print(f"error: {problem}", file=sys.stderr)
+
+
+def print_warning(problem: str) -> None:
+    """The one-line warning every command prints on stderr: ``warning: <problem>``."""
+    print(f"warning: {problem}", file=sys.stderr)

@@ -101,8 +101,11 @@ def write_instance_ply(
     xyz: np.ndarray,
     faces: np.ndarray | None,
     masks: np.ndarray,
+    note: str | None = None,
 ) -> Path:
     """Binary little-endian PLY: vertex ``x y z`` float32, ``red green blue`` uchar, ``instance`` int32.
+
+    ``note`` (one line, e.g. that the weights were random) becomes a ``comment`` line of the header.
 
     ``instance`` is the first instance whose mask holds the vertex (``argmax`` over masks), -1 for
     none; colours are :func:`instance_colors`, unassigned vertices :data:`UNASSIGNED_RGB`. Faces,
@@ -131,6 +134,7 @@ def write_instance_ply(
         "ply",
         "format binary_little_endian 1.0",
         f"comment dknet-engine instances {masks.shape[0]}",
+        *([f"comment {_one_line(note)}"] if note else []),
         f"element vertex {num_points}",
         "property float x",
         "property float y",
@@ -164,6 +168,7 @@ def render_instances_png(
     labels_text: Sequence[str] | None = None,
     *,
     title: str | None = None,
+    note: str | None = None,
     max_points: int = 1_000_000,
 ) -> Path:
     """Two-panel preview: top-down (x-y, metres) and oblique (azimuth 45, elevation 35 deg) views.
@@ -174,7 +179,8 @@ def render_instances_png(
     view) and shown with ``imshow``; a matplotlib scatter of 100k points costs ~0.4 s per panel,
     the splat ~30 ms. Above ``max_points`` a fixed-seed random subset is drawn (deterministic).
     ``labels_text`` (one string per instance) is written at each instance's median x-y in the
-    top view; ``title`` defaults to the instance count. matplotlib is imported here, not at
+    top view; ``title`` defaults to the instance count; ``note`` (e.g. that the weights were random)
+    is written in red under the title and across both panels. matplotlib is imported here, not at
     module import, and used through its object API with the Agg canvas, so the process-wide
     backend and pyplot state are left alone.
     """
@@ -202,6 +208,8 @@ def render_instances_png(
     fig.subplots_adjust(left=0.05, right=0.99, bottom=0.08, top=0.9, wspace=0.06)
     top, oblique = fig.subplots(1, 2)
     fig.suptitle(title if title is not None else f"{num_instances} instances")
+    if note:
+        fig.text(0.5, 0.925, note, ha="center", va="bottom", color="red", fontsize=11, weight="bold")
     panel_px = (fig.get_figwidth() * fig.dpi * 0.94 / 2, fig.get_figheight() * fig.dpi * 0.82)
 
     # top view: x right, y up; higher points cover lower ones
@@ -228,6 +236,10 @@ def render_instances_png(
     oblique.imshow(image, extent=extent, origin="lower", interpolation="nearest")
     oblique.set_title("oblique view")
     oblique.set_axis_off()
+    if note:
+        for panel in (top, oblique):
+            panel.text(0.5, 0.5, note, transform=panel.transAxes, ha="center", va="center", color="red",
+                       alpha=0.35, fontsize=14, weight="bold", rotation=20, wrap=True)
 
     with atomic_file(path) as tmp:
         # zlib level 3 instead of 6: ~2x faster encoding, files ~10% larger
@@ -243,8 +255,11 @@ def write_scene_outputs(
     masks: np.ndarray,
     nyu40_ids: np.ndarray,
     scores: np.ndarray,
+    note: str | None = None,
 ) -> list[Path]:
     """Write all of a scene's outputs as one unit (module docstring).
+
+    ``note`` (one line, e.g. that the weights were random) goes into the PLY header and the PNG.
 
     Returns ``[<scene>.txt, <scene>_instances.ply, <scene>.png]`` under ``out_dir``; the
     per-instance mask files are in ``out_dir/predicted_masks/`` and listed in ``<scene>.txt``.
@@ -261,9 +276,9 @@ def write_scene_outputs(
 
     with _staging_dir(out_dir, scene) as staging:
         submission = _stage_submission(staging, scene, masks, nyu40_ids, scores)
-        write_instance_ply(staging / ply_name, xyz, faces, masks)
+        write_instance_ply(staging / ply_name, xyz, faces, masks, note=note)
         render_instances_png(
-            staging / png_name, xyz, masks, labels, title=f"{scene}: {masks.shape[0]} instances"
+            staging / png_name, xyz, masks, labels, title=f"{scene}: {masks.shape[0]} instances", note=note
         )
         # mask files, then the PLY and PNG, and the summary that references the masks last
         _commit(staging, out_dir, submission[:-1] + [ply_name, png_name, submission[-1]])
@@ -452,3 +467,7 @@ def _hsv_to_rgb8(hue: np.ndarray, sat: np.ndarray, val: np.ndarray) -> np.ndarra
         sel = sector == s
         rgb[sel] = np.stack((r[sel], g[sel], b[sel]), axis=1)
     return np.round(rgb * 255.0).astype(np.uint8)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())

@@ -1,18 +1,25 @@
-"""``python -m engine.run SCENE.ply [...]``: DKNet instance segmentation from the command line.
+"""``python -m engine.run SCAN [...]``: DKNet instance segmentation from the command line.
 
 Errors a user can cause (bad files, bad checkpoint, no device, out of memory) end the scene with
-one line on stderr and a non-zero exit status; nothing partial is left in the output folder.
+one line on stderr and a non-zero exit status; nothing partial is left in the output folder. What
+can be checked before inference is checked first, for every scene: scene names (sanitized with a
+warning, refused when empty or shared by two inputs) and that ``--out`` and ``--dump`` are
+writable. A scene's outputs, its dump included, are written all or none. Ctrl-C stops with one
+line and exit status 130, leaving nothing partial.
 """
 
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 from engine.cli_args import EXPORTED_BACKBONES, dump_path, parse_args
-from engine.errors import UserError, print_error
+from engine.errors import UserError, print_error, print_warning
 from engine.session import build_session, kernels_description
+
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
 
 def _is_out_of_memory(exc: BaseException) -> bool:
@@ -34,8 +41,58 @@ def _write_dump(path: Path, arrays: dict) -> None:
         np.savez(stream, **arrays)
 
 
-def _segment(args, session, scene_path: Path, num_scenes: int):
-    """Read, infer and write one scene; returns (scene name, result, stage times ms, notes)."""
+def _scene_names(paths: list[Path]) -> dict[Path, str]:
+    """The output name of every input, checked before any inference: sanitized names are announced
+    (one warning line each); an empty name, or two inputs with one name (one file given twice
+    included), is a UserError."""
+    from engine.scene_io import SceneInputError, safe_scene_name
+
+    names: dict[Path, str] = {}
+    owner: dict[str, Path] = {}
+    for path in paths:
+        try:
+            name, note = safe_scene_name(path)
+        except SceneInputError as exc:
+            raise UserError(str(exc)) from None
+        if note:
+            print_warning(note)
+        if name in owner:
+            other = owner[name]
+            same = other.resolve() == path.resolve()
+            what = "is given twice" if same else f"and {other} both give scene name {name!r}"
+            raise UserError(f"{path} {what}: their outputs would overwrite each other (give each scan once, "
+                            "with distinct file names)")
+        owner[name] = path
+        names[path] = name
+    return names
+
+
+def _check_writable(folder: Path, what: str) -> None:
+    """Create ``folder`` if needed and write (and remove) a probe file there; UserError if it cannot."""
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{what} {folder}: is a file, not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=folder, prefix=".dknet-write-check-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"{what} {folder}: cannot write there ({exc.strerror or exc})") from None
+
+
+def _check_outputs(args, names: dict[Path, str]) -> None:
+    """``--out`` and every ``--dump`` file writable, before inference."""
+    _check_writable(args.out, "--out")
+    if args.dump is None:
+        return
+    for name in names.values():
+        target = dump_path(args.dump, name, len(names))
+        if target.is_dir():
+            raise UserError(f"--dump {target}: is a folder, not a file")
+        _check_writable(target.parent, "--dump")
+
+
+def _segment(args, session, scene_path: Path, name: str, num_scenes: int, weights_note: str | None):
+    """Read, infer and write one scene; returns (result, stage times ms, notes)."""
     from engine.outputs import write_scene_outputs
     from engine.pipeline import infer_scene
     from engine.scene_io import SceneInputError, read_scene
@@ -46,7 +103,7 @@ def _segment(args, session, scene_path: Path, num_scenes: int):
     timer = StageTimer(device)
     try:
         with timer.stage("read"):
-            scene = read_scene(scene_path)
+            scene = read_scene(scene_path, up_axis=args.up_axis, units=args.units, colour_max=args.colour_max)
         with timer.stage("superpoints"):
             if args.no_superpoints:
                 superpoints, source = None, "off"
@@ -66,18 +123,24 @@ def _segment(args, session, scene_path: Path, num_scenes: int):
             if isinstance(exc, BackendError):  # e.g. a scene beyond the TensorRT profile's voxel bounds
                 raise UserError(f"{scene_path}: {exc}") from None
         raise
+    dump_file = dump_path(args.dump, name, num_scenes) if args.dump is not None else None
     try:
         with timer.stage("write"):
-            write_scene_outputs(args.out, scene.name, scene.xyz, scene.faces, result.pred_masks,
-                                result.pred_labels, result.pred_scores)
-            if args.dump is not None:
-                _write_dump(dump_path(args.dump, scene.name, num_scenes), result.dump_arrays())
+            if dump_file is not None:
+                _write_dump(dump_file, result.dump_arrays())
+            try:
+                write_scene_outputs(args.out, name, scene.xyz, scene.faces, result.pred_masks,
+                                    result.pred_labels, result.pred_scores, note=weights_note)
+            except BaseException:
+                if dump_file is not None:  # all or none: the dump goes with the failed outputs
+                    dump_file.unlink(missing_ok=True)
+                raise
     except OSError as exc:
-        raise UserError(f"cannot write outputs for {scene.name}: {exc}") from None
+        raise UserError(f"cannot write outputs for {name}: {exc}") from None
     notes = {"points": scene.num_points, "voxels": result.num_voxels, "candidates": result.candidates.size,
              "instances": result.instance_centers.size, "predicted": result.pred_labels.size,
-             "superpoints": source}
-    return scene.name, result, timer.ms, notes
+             "superpoints": source, "warnings": scene.warnings}
+    return result, timer.ms, notes
 
 
 def _evaluate(running, gt_dir: Path, name: str, result) -> None:
@@ -124,15 +187,30 @@ def _print_report(console, name: str, stage_ms: dict, notes: dict, provider: str
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    try:
+        return _run(args)
+    except KeyboardInterrupt:  # every writer is atomic: what was not renamed into place is removed
+        print_error("interrupted (Ctrl-C); nothing partial was written")
+        return EXIT_INTERRUPTED
+
+
+def _run(args) -> int:
     from rich.console import Console
 
     console = Console()
     started = time.perf_counter()
     try:
+        names = _scene_names(args.scenes)
+        _check_outputs(args, names)
         session = build_session(args)
     except UserError as exc:
         print_error(exc)
         return 1
+    weights_note = None
+    if args.random_weights:
+        weights_note = f"RANDOM WEIGHTS (seed {args.seed}): the instances are meaningless"
+        console.print(f"{weights_note}; pass --checkpoint for real predictions", markup=False, style="bold red",
+                      soft_wrap=True)
     failures = 0
     running = None
     if args.gt is not None:
@@ -140,16 +218,20 @@ def main(argv: list[str] | None = None) -> int:
 
         running = InstanceAP()
     for index, scene_path in enumerate(args.scenes, start=1):
+        name = names[scene_path]
         try:
             with console.status(f"[{index}/{len(args.scenes)}] segmenting {scene_path.name}"):
-                name, result, stage_ms, notes = _segment(args, session, scene_path, len(args.scenes))
+                result, stage_ms, notes = _segment(args, session, scene_path, name, len(args.scenes), weights_note)
         except UserError as exc:
             print_error(exc)
             failures += 1
             continue
+        for warning in notes["warnings"]:
+            print_warning(warning)
         _print_report(console, name, stage_ms, notes,
                       f"backbone {result.backbone}, later stages on {kernels_description(session)}", session.device)
-        console.print(f"wrote {args.out / (name + '.txt')}, {name}_instances.ply, {name}.png", markup=False)
+        console.print(f"wrote {args.out / (name + '.txt')}, {name}_instances.ply, {name}.png"
+                      + (f" ({weights_note})" if weights_note else ""), markup=False)
         if running is not None:
             try:
                 _evaluate(running, args.gt, name, result)

@@ -1,59 +1,69 @@
-"""Reading one scan: a PLY mesh or point cloud into arrays (SPEC §1). numpy and plyfile only, no torch.
+"""Reading one scan into a ``Scene`` (SPEC §1): any supported format, in metres with z up. numpy only,
+no torch.
 
-Accepted input: a binary (either byte order) or ASCII PLY with a ``vertex`` element carrying
-``x y z`` (any numeric type, returned as float64) and ``red green blue`` (integers in 0..255, normally
-uchar; returned as uint8; ``alpha`` and any other property is ignored). A ``face`` element is
-optional; its index list may be named ``vertex_indices`` (ScanNet) or ``vertex_index``.
+The file's format comes from its extension (``engine.readers``: PLY, PCD, LAS/LAZ, NumPy
+``.npy``/``.npz``); every reader keeps the file's points in file order, so masks and outputs stay
+per input point, in input order. Then, in float64:
 
-Decisions, so that every bad input gives one clear line instead of a traceback or a silent guess:
+- ``units`` (``m``, ``cm``, ``mm``) scale the coordinates to metres;
+- ``up_axis`` (``z``, ``y``, ``-y``, ``x``) turns the scan so that z is up, by a rotation (no
+  mirroring): y-up (phones, ARKit, many mesh tools) maps ``(x, y, z) -> (x, -z, y)``, -y-up
+  ``(x, y, z) -> (x, z, -y)``, x-up ``(x, y, z) -> (-z, y, x)``;
+- coordinates are not centred here (a georeferenced offset stays in ``Scene.xyz`` and in the
+  outputs); every consumer centres in float64 before anything is float32 (``engine.preprocess``,
+  ``engine.superpoints.segment_mesh``).
 
-- Missing colours are an error (ScanNet always has them; the network is trained on colour, and
-  inventing grey would give quietly worse instances). Float colours are an error too (their scale,
-  0..1 or 0..255, would be a guess).
-- Polygons with more than 3 vertices are triangulated as a fan ``(v0, vi, vi+1)``, in face order;
-  faces with fewer than 3 vertices carry no surface and are dropped. A face index outside
-  ``0..N-1`` is an error.
-- A ``face`` element with no faces left gives ``faces = None`` (no mesh), same as no element.
-- Coordinates that are NaN or infinite are an error (they would poison the centring mean).
+Warnings (one line each, in ``Scene.warnings``; the scene still runs):
 
-Binary triangle meshes are memory-mapped (``known_list_len``), so a ScanNet scan (150k vertices,
-300k faces) reads in milliseconds; other polygon meshes and ASCII files take plyfile's slower
-per-row path.
+- no colour: every point gets ``NEUTRAL_RGB`` (mid-grey, 0.004 after DKNet's colour
+  normalization, i.e. "no colour information"); DKNet was trained on coloured ScanNet scans, so
+  expect fewer and worse instances (objects that differ from their surroundings only by colour —
+  pictures, windows, doors flush with a wall — suffer most);
+- an implausible indoor room in metres: more than ``MAX_ROOM_M`` across, less than ``MIN_ROOM_M``
+  across, or more than ``MAX_HEIGHT_RATIO`` times as tall as wide (wrong ``--units`` or
+  ``--up-axis``?);
+- precision already lost: float32 coordinates so far from the origin that float32's spacing there
+  exceeds ``MAX_FLOAT32_STEP_M`` (a tenth of DKNet's 2 cm voxel): about 16 km in metres, 16 m in mm.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from plyfile import PlyData, PlyParseError
 
-__all__ = ["Scene", "SceneInputError", "read_scene", "scene_name"]
+from engine.readers import COLOUR_MAXIMA, EXTENSIONS, SceneInputError, read_raw
+
+__all__ = ["COLOUR_MAXIMA", "NEUTRAL_RGB", "UNITS_M", "UP_AXES", "Scene", "SceneInputError", "read_scene",
+           "safe_scene_name", "scene_name"]
+
+NEUTRAL_RGB = (128, 128, 128)  # colour of scans without colour
+UNITS_M = {"m": 1.0, "cm": 0.01, "mm": 0.001}  # --units: metres per file unit
+UP_AXES = ("z", "y", "-y", "x")  # --up-axis
+MAX_ROOM_M = 100.0
+MIN_ROOM_M = 0.5
+MAX_HEIGHT_RATIO = 3.0
+MAX_FLOAT32_STEP_M = 0.002
 
 _SCANNET_SUFFIX = "_vh_clean_2"
-_FACE_INDEX_NAMES = ("vertex_indices", "vertex_index")
-_COLOUR_NAMES = ("red", "green", "blue")
-_COORD_NAMES = ("x", "y", "z")
-
-
-class SceneInputError(ValueError):
-    """A scene file that cannot be used; the message is one user-facing line naming the file."""
-
-    def __init__(self, path: os.PathLike | str, problem: str):
-        self.path = Path(path)
-        self.problem = " ".join(str(problem).split())  # always a single line
-        super().__init__(f"{self.path}: {self.problem}")
+_UNSAFE_NAME_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+# z-up coordinates as file coordinates: new axis i = sign * file axis index
+_TO_Z_UP = {"z": ((1, 0), (1, 1), (1, 2)), "y": ((1, 0), (-1, 2), (1, 1)),
+            "-y": ((1, 0), (1, 2), (-1, 1)), "x": ((-1, 2), (1, 1), (1, 0))}
 
 
 @dataclass
 class Scene:
-    name: str  # file name without ".ply" and without a trailing "_vh_clean_2"
+    name: str  # safe_scene_name of the file
     path: Path
-    xyz: np.ndarray  # (N, 3) float64, input coordinates (metres for ScanNet)
-    rgb: np.ndarray  # (N, 3) uint8
+    xyz: np.ndarray  # (N, 3) float64, metres, z up, file order (not centred)
+    rgb: np.ndarray  # (N, 3) uint8 (NEUTRAL_RGB when the file has no colour)
     faces: np.ndarray | None  # (F, 3) int64 vertex indices, or None when the file has no faces
+    has_colour: bool = True
+    warnings: list[str] = field(default_factory=list)  # one line each, for the user
 
     @property
     def num_points(self) -> int:
@@ -61,173 +71,103 @@ class Scene:
 
 
 def scene_name(path: os.PathLike | str) -> str:
-    """``.../scene0011_00_vh_clean_2.ply`` -> ``scene0011_00``; ``foo.ply`` -> ``foo``.
+    """``.../scene0011_00_vh_clean_2.ply`` -> ``scene0011_00``; ``foo.laz`` -> ``foo``.
 
-    Only a ``.ply`` extension (any case) is removed; other names are kept whole.
+    A readable scan extension (``engine.readers.EXTENSIONS``, any case) is removed, then a trailing
+    ``_vh_clean_2`` (unless that is the whole name); other names are kept whole.
     """
     name = Path(path).name
-    if name.lower().endswith(".ply"):
-        name = name[: -len(".ply")]
+    for extension in EXTENSIONS:
+        if name.lower().endswith(extension):
+            name = name[: -len(extension)]
+            break
     if name.endswith(_SCANNET_SUFFIX) and len(name) > len(_SCANNET_SUFFIX):
         name = name[: -len(_SCANNET_SUFFIX)]
     return name
 
 
-def read_scene(path: os.PathLike | str) -> Scene:
-    """Read one scan. Raises SceneInputError (one line, naming the file) for any unusable input."""
-    path = Path(path)
-    ply = _read_ply(path)
+def safe_scene_name(path: os.PathLike | str) -> tuple[str, str | None]:
+    """The scene name used for output files, and a one-line note when it differs from ``scene_name``.
 
-    names = [element.name for element in ply.elements]
-    if "vertex" not in names:
-        raise SceneInputError(path, f"no 'vertex' element (elements: {_listing(names)})")
-    vertex = ply["vertex"].data
-    fields = vertex.dtype.names or ()
-
-    missing = [name for name in _COORD_NAMES if name not in fields]
-    if missing:
-        raise SceneInputError(
-            path, f"vertex coordinates missing: {' '.join(missing)} (properties: {_listing(fields)})"
-        )
-    missing = [name for name in _COLOUR_NAMES if name not in fields]
-    if missing:
-        raise SceneInputError(
-            path, f"vertex colours missing: {' '.join(missing)} (properties: {_listing(fields)})"
-        )
-    num_points = len(vertex)
-    if num_points == 0:
-        raise SceneInputError(path, "the file has zero vertices")
-
-    xyz = np.empty((num_points, 3), dtype=np.float64)
-    for axis, name in enumerate(_COORD_NAMES):
-        column = vertex[name]
-        if column.dtype.kind not in "fiu":
-            raise SceneInputError(path, f"vertex property '{name}' is not numeric ({column.dtype})")
-        xyz[:, axis] = column
-    bad = ~np.isfinite(xyz).all(axis=1)
-    if bad.any():
-        num_nan = int(np.isnan(xyz).any(axis=1).sum())
-        num_inf = int(np.isinf(xyz).any(axis=1).sum())
-        raise SceneInputError(
-            path,
-            f"{int(bad.sum())} of {num_points} vertices have non-finite coordinates "
-            f"({num_nan} with NaN, {num_inf} with infinity)",
-        )
-
-    rgb = np.empty((num_points, 3), dtype=np.uint8)
-    for channel, name in enumerate(_COLOUR_NAMES):
-        column = vertex[name]
-        if column.dtype.kind not in "iu":
-            raise SceneInputError(
-                path, f"vertex colour '{name}' must be an integer 0..255 (uchar), not {column.dtype}"
-            )
-        if column.dtype != np.uint8 and (column.min() < 0 or column.max() > 255):
-            raise SceneInputError(
-                path, f"vertex colour '{name}' outside 0..255 ({column.min()}..{column.max()})"
-            )
-        rgb[:, channel] = column
-
-    faces = _read_faces(path, ply, names, num_points)
-    return Scene(name=scene_name(path), path=path, xyz=xyz, rgb=rgb, faces=faces)
-
-
-def _read_ply(path: Path) -> PlyData:
-    if not path.exists():
-        raise SceneInputError(path, "file not found")
-    if path.is_dir():
-        raise SceneInputError(path, "is a directory, not a PLY file")
-    try:
-        if path.stat().st_size == 0:
-            raise SceneInputError(path, "the file is empty")
-    except OSError as error:
-        raise SceneInputError(path, f"cannot read the file: {error.strerror or error}") from error
-    # Fixed-length (triangle) face lists let plyfile memory-map the face element; a file whose
-    # faces are not all triangles fails that check and is read again row by row.
-    triangles = {"face": {name: 3 for name in _FACE_INDEX_NAMES}}
-    try:
-        with open(path, "rb") as stream:
-            try:
-                return _parse(path, stream, triangles)
-            except SceneInputError as error:
-                if "unexpected list length" not in error.problem:
-                    raise
-                stream.seek(0)
-                return _parse(path, stream, {})
-    except OSError as error:
-        raise SceneInputError(path, f"cannot read the file: {error.strerror or error}") from error
-
-
-def _parse(path: Path, stream, known_list_len: dict) -> PlyData:
-    try:
-        return PlyData.read(stream, mmap="c", known_list_len=known_list_len)
-    except PlyParseError as error:
-        raise SceneInputError(path, f"not a valid PLY file ({error})") from error
-    except MemoryError as error:
-        raise SceneInputError(
-            path, "not a valid PLY file (its header declares more data than fits in memory)"
-        ) from error
-    except UnicodeDecodeError as error:
-        raise SceneInputError(
-            path, "not a valid PLY file (binary bytes where the header or ASCII data should be text)"
-        ) from error
-    except (ValueError, TypeError, IndexError, KeyError, EOFError) as error:
-        raise SceneInputError(path, f"not a valid PLY file ({type(error).__name__}: {error})") from error
-
-
-def _read_faces(path: Path, ply: PlyData, names: list[str], num_points: int) -> np.ndarray | None:
-    if "face" not in names:
-        return None
-    face = ply["face"].data
-    fields = face.dtype.names or ()
-    index_name = next((name for name in _FACE_INDEX_NAMES if name in fields), None)
-    if index_name is None:
-        raise SceneInputError(
-            path, f"'face' element has no vertex_indices/vertex_index list (properties: {_listing(fields)})"
-        )
-    lists = face[index_name]
-    if len(lists) == 0:
-        return None
-    if lists.dtype != object:  # memory-mapped triangles: already (F, 3)
-        faces = np.asarray(lists, dtype=np.int64).reshape(-1, 3)
-    else:
-        faces = _triangulate(lists)
-    if faces.shape[0] == 0:
-        return None
-    bad = (faces < 0) | (faces >= num_points)
-    if bad.any():
-        num_bad = int(bad.any(axis=1).sum())
-        raise SceneInputError(
-            path,
-            f"{num_bad} of {len(faces)} faces use vertex indices outside 0..{num_points - 1} "
-            f"(indices seen: {int(faces.min())}..{int(faces.max())})",
-        )
-    return faces
-
-
-def _triangulate(lists: np.ndarray) -> np.ndarray:
-    """Variable-length polygons (object array of index arrays) -> (T, 3) int64 fan triangles.
-
-    Polygon ``(v0, v1, ..., vk-1)`` gives ``(v0, vi, vi+1)`` for i = 1..k-2; triangles keep the
-    order of their faces; faces with fewer than 3 vertices are dropped.
+    Output names must be plain file names that the space-separated submission format can hold:
+    every character outside ``A-Z a-z 0-9 . _ -`` becomes ``_`` and leading dots are dropped (no
+    hidden files). A name with nothing left (``.ply``) is a SceneInputError.
     """
-    lengths = np.fromiter((len(item) for item in lists), dtype=np.int64, count=len(lists))
-    pieces, owners = [], []
-    for k in np.unique(lengths):
-        if k < 3:
-            continue
-        rows = np.flatnonzero(lengths == k)
-        polygons = np.stack([np.asarray(lists[row], dtype=np.int64) for row in rows])  # (R, k)
-        i = np.arange(1, k - 1)
-        fan = np.stack(
-            (np.repeat(polygons[:, :1], k - 2, axis=1), polygons[:, i], polygons[:, i + 1]), axis=2
-        )  # (R, k-2, 3)
-        pieces.append(fan.reshape(-1, 3))
-        owners.append(np.repeat(rows, k - 2))
-    if not pieces:
-        return np.empty((0, 3), dtype=np.int64)
-    order = np.argsort(np.concatenate(owners), kind="stable")
-    return np.concatenate(pieces)[order]
+    name = scene_name(path)
+    safe = _UNSAFE_NAME_CHARS.sub("_", name).lstrip(".")
+    if not safe:
+        raise SceneInputError(path, "the file name leaves no scene name for the outputs: rename the file")
+    if safe == name:
+        return safe, None
+    return safe, f"{path}: scene name {name!r} written as {safe!r} (plain characters, no leading dot)"
 
 
-def _listing(names) -> str:
-    return ", ".join(names) if len(names) else "none"
+def read_scene(path: os.PathLike | str, up_axis: str = "z", units: str = "m",
+               colour_max: int | None = None) -> Scene:
+    """Read one scan (module docstring). Raises SceneInputError (one line, naming the file) for any
+    unusable input. ``colour_max`` (1 or 255) states the scale of float colours (``--colour-max``)."""
+    path = Path(path)
+    if up_axis not in UP_AXES:
+        raise ValueError(f"up_axis must be one of {UP_AXES}, not {up_axis!r}")
+    if units not in UNITS_M:
+        raise ValueError(f"units must be one of {tuple(UNITS_M)}, not {units!r}")
+    if colour_max is not None and colour_max not in COLOUR_MAXIMA:
+        raise ValueError(f"colour_max must be one of {COLOUR_MAXIMA}, not {colour_max!r}")
+    name, _ = safe_scene_name(path)
+    raw = read_raw(path, colour_max)
+    warnings = []
+    precision = _lost_precision(raw.xyz, raw.coordinate_dtype, UNITS_M[units], units)
+    if precision:
+        warnings.append(f"{path}: {precision}")
+    xyz = _to_metres_z_up(raw.xyz, UNITS_M[units], up_axis)
+    rgb = raw.rgb
+    if rgb is None:
+        rgb = np.empty(xyz.shape, dtype=np.uint8)
+        rgb[:] = NEUTRAL_RGB
+        warnings.append(f"{path}: no colour; using neutral grey {NEUTRAL_RGB}: DKNet was trained on colour, "
+                        "expect fewer and worse instances")
+    extent = _implausible_extent(xyz, units, up_axis)
+    if extent:
+        warnings.append(f"{path}: {extent}")
+    return Scene(name=name, path=path, xyz=xyz, rgb=rgb, faces=raw.faces, has_colour=raw.rgb is not None,
+                 warnings=warnings)
+
+
+def _to_metres_z_up(xyz: np.ndarray, metres_per_unit: float, up_axis: str) -> np.ndarray:
+    """(N, 3) float64 file coordinates -> (N, 3) float64 metres, z up (a rotation; exact for m)."""
+    out = np.empty_like(xyz, dtype=np.float64)
+    for axis, (sign, source) in enumerate(_TO_Z_UP[up_axis]):
+        out[:, axis] = xyz[:, source] if sign > 0 else -xyz[:, source]
+    if metres_per_unit != 1.0:
+        out *= metres_per_unit
+    return out
+
+
+def _implausible_extent(xyz: np.ndarray, units: str, up_axis: str) -> str | None:
+    """A one-line warning when the scene (metres, z up) does not look like an indoor room, else None."""
+    extent = xyz.max(axis=0) - xyz.min(axis=0)
+    width, height = float(extent[:2].max()), float(extent[2])
+    largest = max(width, height)
+    hint = f"is --units {units} right?"
+    if largest > MAX_ROOM_M:
+        return f"the scene is {largest:.0f} m across, large for an indoor room in metres: {hint}"
+    if largest < MIN_ROOM_M and len(xyz) > 1:
+        return f"the scene is only {largest:.3f} m across, small for an indoor room in metres: {hint}"
+    if height > MAX_HEIGHT_RATIO * width:
+        return (f"the scene is {height:.1f} m tall but {width:.1f} m wide: is --up-axis {up_axis} right? "
+                "(phone and ARKit scans are usually y-up)")
+    return None
+
+
+def _lost_precision(xyz: np.ndarray, dtype: np.dtype, metres_per_unit: float, units: str) -> str | None:
+    """A one-line warning when the file's float32 (or float16) coordinates are too far from the origin
+    to hold DKNet's 2 cm voxels faithfully, else None. xyz (N, 3) float64 in file units."""
+    if dtype.kind != "f" or dtype.itemsize > 4:
+        return None
+    largest = float(np.abs(xyz).max())
+    step_m = float(np.spacing(dtype.type(largest))) * metres_per_unit
+    if step_m <= MAX_FLOAT32_STEP_M:
+        return None
+    return (f"coordinates are {dtype.name} up to {largest:.3g} {units} from the origin, where {dtype.name} "
+            f"only holds steps of {step_m * 1000:.3g} mm (voxels are 20 mm): precision was lost when the file "
+            "was written; save float64 or subtract an offset first")

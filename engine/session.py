@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from engine.environment import TRITON_INTERPRET
-from engine.errors import UserError
+from engine.errors import UserError, print_warning
 
 
 def resolve_device(choice: str):
@@ -39,7 +39,8 @@ def resolve_checkpoint(checkpoint: Path | None, random_weights: bool) -> Path | 
 
 
 def load_model(checkpoint: Path | None, random_weights: bool, seed: int):
-    """A DKNet in eval mode (on the CPU) with the resolved weights; problems become UserError."""
+    """A DKNet in eval mode (on the CPU) with the resolved weights; problems become UserError,
+    warnings (weights of another dtype, converted) are printed."""
     from engine.checkpoint import CheckpointError, load_checkpoint, randomize_weights
     from engine.model import build_model
 
@@ -49,7 +50,8 @@ def load_model(checkpoint: Path | None, random_weights: bool, seed: int):
         if path is None:
             randomize_weights(model, seed)
         else:
-            load_checkpoint(model, path)
+            for warning in load_checkpoint(model, path):
+                print_warning(warning)
     except CheckpointError as exc:
         raise UserError(str(exc)) from None
     return model.eval()
@@ -57,8 +59,9 @@ def load_model(checkpoint: Path | None, random_weights: bool, seed: int):
 
 def build_backbone(choice: str, model, device, engine_file: Path | None = None, precision: str = "fp32"):
     """The ``--backbone`` runner (``engine.pipeline.Backbone``) on ``device``; UserError when it
-    cannot run there (spconv not installed, no TensorRT or GPU, a bad engine file, a precision
-    other than fp32 without the native backbone's Triton form)."""
+    cannot run there (spconv not installed, no TensorRT or GPU, a bad engine file, an ONNX file
+    exported from other weights, a precision other than fp32 without the native backbone's Triton
+    form). TensorRT plans carry no metadata: their weights are not checked."""
     if choice == "native":
         from engine.backbone.native import NativeBackbone
 
@@ -76,9 +79,28 @@ def build_backbone(choice: str, model, device, engine_file: Path | None = None, 
     from export.runtime import BackendError, load_backbone
 
     try:
-        return load_backbone(choice, engine_file, device)
+        backbone = load_backbone(choice, engine_file, device)
     except BackendError as exc:
         raise UserError(str(exc)) from None
+    if choice == "onnxruntime":
+        check_exported_weights(engine_file, model)
+    return backbone
+
+
+def check_exported_weights(engine_file: Path, model) -> None:
+    """UserError when ``engine_file`` (an ONNX graph) was exported from other weights than ``model``'s
+    (its ``weights_sha256`` metadata); a warning when it has no fingerprint (an older export)."""
+    from engine.checkpoint import weights_fingerprint
+    from export.metadata import WEIGHTS_FINGERPRINT, read_metadata
+
+    metadata = read_metadata(engine_file)
+    stored = metadata.get(WEIGHTS_FINGERPRINT)
+    if stored is None:
+        print_warning(f"engine file {engine_file}: no weights fingerprint (an older export); cannot check that "
+                      "it holds this run's weights")
+    elif stored != weights_fingerprint(model.state_dict()):
+        raise UserError(f"engine file {engine_file}: exported from other weights ({metadata.get('weights', '?')}) "
+                        "than this run's; export it again from the same --checkpoint (python -m export.onnx)")
 
 
 def build_session(args):

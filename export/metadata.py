@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+WEIGHTS_FINGERPRINT = "weights_sha256"  # engine.checkpoint.weights_fingerprint of the exported state dict
+
 
 def read_metadata(path: Path) -> dict[str, str]:
     """The metadata written by ``export_backbone`` (without loading the weights)."""

@@ -15,7 +15,10 @@ count is a dynamic axis):
 Outputs, float32, for all N points: ``semantic_scores`` (N, 20), ``offsets`` (N, 3),
 ``heat_logits`` (N,), ``mask_features`` (N, 16), ``kernel_features`` (N, 16). ``--fp16`` keeps these
 I/O types and runs everything between in float16. The file's metadata records ``opset``,
-``input_names``, ``output_names``, ``precision`` and ``weights``; ``onnx.checker`` validates it.
+``input_names``, ``output_names``, ``precision``, ``weights`` (a description) and ``weights_sha256``
+(``engine.checkpoint.weights_fingerprint``: ``engine.run`` refuses the file with other weights);
+``onnx.checker`` validates it. Without ``--checkpoint`` the weights come from ``$DKNET_CHECKPOINT``,
+as for ``engine.run``.
 """
 
 from __future__ import annotations
@@ -77,7 +80,9 @@ def export_backbone(state: dict, out: Path, fp16: bool = False, weights: str = "
     import torch
 
     from engine.backbone.folded import OUTPUT_NAMES
+    from engine.checkpoint import weights_fingerprint
     from export.gather_conv import GatherBackbone
+    from export.metadata import WEIGHTS_FINGERPRINT
 
     module = GatherBackbone(state, dtype=torch.float16 if fp16 else torch.float32)
     with atomic_file(Path(out)) as tmp:
@@ -88,7 +93,7 @@ def export_backbone(state: dict, out: Path, fp16: bool = False, weights: str = "
         model = onnx.load(str(tmp))
         metadata = {"opset": str(OPSET), "input_names": ",".join(input_names()),
                     "output_names": ",".join(OUTPUT_NAMES), "precision": "fp16" if fp16 else "fp32",
-                    "weights": weights}
+                    "weights": weights, WEIGHTS_FINGERPRINT: weights_fingerprint(state)}
         onnx.helper.set_model_props(model, metadata)
         onnx.checker.check_model(model)
         onnx.save(model, str(tmp))

@@ -63,6 +63,7 @@ class DeviceThroughput:
     fp32_tflops: float
     memory_gbps: float | None
     source: str  # "datasheet" or "measured (2048^3 float32 matmul)"
+    device_type: str = "cuda"  # "cpu": no device-normalized verdict (profiling.report)
 
     @property
     def speed_vs_rtx3090(self) -> float:
@@ -123,4 +124,5 @@ def device_throughput(device: torch.device) -> DeviceThroughput:
     entry = datasheet_entry(name) if device.type == "cuda" else None
     if entry is not None:
         return DeviceThroughput(name, entry[0], entry[1], "datasheet")
-    return DeviceThroughput(name, measure_fp32_tflops(device), None, "measured (2048^3 float32 matmul)")
+    return DeviceThroughput(name, measure_fp32_tflops(device), None, "measured (2048^3 float32 matmul)",
+                            device.type)

@@ -1,6 +1,12 @@
 """Aggregating repeated runs into a stage report: medians, spread, budget ratios, verdicts, JSON.
 
 Pure arithmetic on recorded milliseconds (no torch), so it is tested exactly.
+
+The device-normalized verdict (the budget scaled by the device's float32 throughput relative to the
+RTX 3090) is given for GPUs only: on a CPU the throughput is a matmul rate measured at that moment
+(0.047 TFLOP/s under load was seen), which moves with other processes and says little about sparse
+convolutions, so the scaled budget made every stage "within". On CPUs the JSON's ``normalized_*``
+fields are null and the table leaves those columns out.
 """
 
 from __future__ import annotations
@@ -55,18 +61,25 @@ class ProfileReport:
     def stages(self) -> dict[str, StageStats]:
         return {s: summarize(self.runs, RTX3090_BUDGET_MS[s], self.throughput, s) for s in STAGES}
 
+    @property
+    def normalized(self) -> bool:
+        """Whether the device-normalized verdict is given (GPUs only; module docstring)."""
+        return self.throughput.device_type != "cpu"
+
     def total(self) -> StageStats:
         totals = [{"total": sum(run[s] for s in STAGES)} for run in self.runs]
         return summarize(totals, RTX3090_TOTAL_MS, self.throughput, "total")
 
     def to_json(self) -> dict:
+        normalized = self.normalized
+
         def entry(stats: StageStats) -> dict:
             return {"ms": stats.ms, "min_ms": stats.min_ms, "max_ms": stats.max_ms,
                     "budget_ms": stats.budget_ms, "ratio": stats.ratio,
                     "verdict": StageStats.verdict(stats.ratio),
-                    "normalized_budget_ms": stats.normalized_budget_ms,
-                    "normalized_ratio": stats.normalized_ratio,
-                    "normalized_verdict": StageStats.verdict(stats.normalized_ratio)}
+                    "normalized_budget_ms": stats.normalized_budget_ms if normalized else None,
+                    "normalized_ratio": stats.normalized_ratio if normalized else None,
+                    "normalized_verdict": StageStats.verdict(stats.normalized_ratio) if normalized else None}
 
         return {
             "schema_version": SCHEMA_VERSION,
@@ -75,7 +88,8 @@ class ProfileReport:
             "kernels": self.kernels,
             "device": {"name": self.throughput.name, "fp32_tflops": self.throughput.fp32_tflops,
                        "memory_gbps": self.throughput.memory_gbps, "throughput_source": self.throughput.source,
-                       "speed_vs_rtx3090": self.throughput.speed_vs_rtx3090},
+                       "speed_vs_rtx3090": self.throughput.speed_vs_rtx3090,
+                       "type": self.throughput.device_type},
             "repeats": len(self.runs),
             "stages": {name: entry(stats) for name, stats in self.stages().items()},
             "total": entry(self.total()),

@@ -7,6 +7,11 @@ linear. Instances are varied at the largest scene by decoding and post-processin
 instances' parameters. ``--json FILE`` keeps the measurement as data (``docs/bench/``);
 ``--plot FILE.png`` draws stage time against scene size, from this run or, with
 ``--from-json FILE``, from a saved one.
+
+An exponent is only as good as its data: ``fit_warning`` says so, per stage, when the sizes span
+less than ``MIN_SIZE_RANGE`` x (a 10 % timing wobble then moves k by 0.07 or more), when the
+smallest median is under ``MIN_MEDIAN_MS`` (timer and interpreter noise dominate), or when three or
+more sizes leave a slope standard error above ``MAX_SLOPE_ERROR`` (the times are not a power law).
 """
 
 from __future__ import annotations
@@ -20,6 +25,9 @@ import time
 from pathlib import Path
 
 LINEAR_TOLERANCE = 1.15  # exponents up to this count as linear (timing noise, cache effects)
+MIN_SIZE_RANGE = 4.0  # largest / smallest size below this: the fit is noise
+MIN_MEDIAN_MS = 5.0
+MAX_SLOPE_ERROR = 0.1
 
 
 def fit_exponent(sizes: list[float], times_ms: list[float]) -> float:
@@ -29,6 +37,25 @@ def fit_exponent(sizes: list[float], times_ms: list[float]) -> float:
     mx, my = statistics.fmean(xs), statistics.fmean(ys)
     var = sum((x - mx) ** 2 for x in xs)
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys, strict=True)) / var if var else float("nan")
+
+
+def fit_warning(sizes: list[float], times_ms: list[float]) -> str | None:
+    """Why an exponent fitted to these medians means little (module docstring), or None."""
+    if max(sizes) / min(sizes) < MIN_SIZE_RANGE:
+        return f"sizes span only {max(sizes) / min(sizes):.1f}x (< {MIN_SIZE_RANGE:g}x): the exponent is noise"
+    if min(times_ms) < MIN_MEDIAN_MS:
+        return f"a median of {min(times_ms):.2f} ms (< {MIN_MEDIAN_MS:g} ms): timer noise dominates"
+    if len(sizes) >= 3:
+        k = fit_exponent(sizes, times_ms)
+        xs = [math.log(x) for x in sizes]
+        ys = [math.log(max(t, 1e-9)) for t in times_ms]
+        intercept = statistics.fmean(ys) - k * statistics.fmean(xs)
+        residual = sum((y - intercept - k * x) ** 2 for x, y in zip(xs, ys, strict=True)) / (len(xs) - 2)
+        spread = sum((x - statistics.fmean(xs)) ** 2 for x in xs)
+        error = math.sqrt(residual / spread)
+        if error > MAX_SLOPE_ERROR:
+            return f"slope standard error {error:.2f} (> {MAX_SLOPE_ERROR:g}): the times are not a power law"
+    return None
 
 
 def _median_ms(fn, repeats: int) -> float:
@@ -112,13 +139,20 @@ def plot(result: dict, path: Path) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m profiling.scaling", description=__doc__.splitlines()[0])
-    parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 50_000, 150_000])
-    parser.add_argument("--instances", type=int, nargs="+", default=[25, 50, 100, 150])
-    parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--seed", type=int, default=0, help="random-weight seed")
+    parser = argparse.ArgumentParser(
+        prog="python -m profiling.scaling", description="How each stage's time grows with points and with instances.",
+        epilog="Fits time = a * size^k per stage on random-weight synthetic scenes (CPU); k > 1.15 is flagged worse "
+        "than linear, and a fit its data cannot support is flagged too.")
+    parser.add_argument("--sizes", type=int, nargs="+", default=[20_000, 50_000, 150_000], metavar="POINTS",
+                        help="synthetic scene sizes in points, at least two (default 20000 50000 150000)")
+    parser.add_argument("--instances", type=int, nargs="+", default=[25, 50, 100, 150], metavar="I",
+                        help="instance counts decoded and post-processed at the largest size, at least two "
+                        "(default 25 50 100 150)")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="timed runs per point after one warm-up; the median is fitted (default 3)")
+    parser.add_argument("--seed", type=int, default=0, help="random-weight seed (default 0)")
     parser.add_argument("--json", type=Path, metavar="FILE", help="write the measurement as JSON")
-    parser.add_argument("--plot", type=Path, metavar="FILE.png")
+    parser.add_argument("--plot", type=Path, metavar="FILE.png", help="draw stage time against scene size")
     parser.add_argument("--from-json", type=Path, metavar="FILE", help="plot a saved --json result; measure nothing")
     args = parser.parse_args(argv)
     if args.from_json is not None:
@@ -129,10 +163,13 @@ def main(argv: list[str] | None = None) -> int:
     if len(args.sizes) < 2 or len(args.instances) < 2:
         parser.error("give at least two --sizes and two --instances to fit an exponent")
     result = measure(sorted(args.sizes), sorted(args.instances), args.repeats, args.seed)
-    for axis in ("points", "instances"):
+    for axis, sizes in (("points", [s["points"] for s in result["scenes"]]), ("instances", result["instances"])):
         for stage, k in result[f"exponent_in_{axis}"].items():
             flag = "  <- worse than linear" if k > LINEAR_TOLERANCE else ""
             print(f"{stage:16s} time ~ {axis}^{k:.2f}{flag}")
+            warning = fit_warning(sizes, result[f"ms_by_{axis}"][stage])
+            if warning:
+                print(f"warning: {stage} in {axis}: {warning}", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     if args.plot:

@@ -94,3 +94,39 @@ def test_random_weights_are_seeded(cpu):
     key = "unet.u.conv.2.weight"
     assert torch.equal(a.state_dict()[key], b.state_dict()[key])
     assert not torch.equal(a.state_dict()[key], c.state_dict()[key])
+
+
+def test_pickled_module_is_refused_in_one_plain_line(tmp_path, cpu):
+    torch.save(build_model(), tmp_path / "module.pth")
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(_fresh(cpu), tmp_path / "module.pth")
+    message = str(info.value)
+    assert "pickled Python objects" in message and "state_dict()" in message
+    assert "\n" not in message and "\x1b" not in message and message.endswith("'weights.pth')")
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_non_finite_weights_are_refused(tmp_path, cpu, random_model, value):
+    state = dict(random_model.state_dict())
+    state["offset_linear.weight"] = state["offset_linear.weight"].clone()
+    state["offset_linear.weight"][0, 3] = value
+    torch.save(state, tmp_path / "nan.pth")
+    with pytest.raises(CheckpointError, match=r"1 tensors hold NaN or infinity: offset_linear.weight"):
+        load_checkpoint(_fresh(cpu), tmp_path / "nan.pth")
+
+
+def test_other_dtypes_are_converted_with_a_warning(tmp_path, cpu, random_model):
+    state = {k: (v.double() if k.endswith("weight") and v.is_floating_point() else v)
+             for k, v in random_model.state_dict().items()}
+    state["offset_linear.bias"] = state["offset_linear.bias"].round().int()
+    torch.save(state, tmp_path / "f64.pth")
+    model = _fresh(cpu)
+    warnings = load_checkpoint(model, tmp_path / "f64.pth")
+    assert len(warnings) == 1 and "another dtype" in warnings[0] and "float64 -> float32" in warnings[0]
+    assert model.state_dict()["offset_linear.weight"].dtype == torch.float32
+    assert load_checkpoint(_fresh(cpu), _save(tmp_path, random_model.state_dict())) == []
+
+
+def _save(tmp_path: Path, state: dict) -> Path:
+    torch.save(state, tmp_path / "ok.pth")
+    return tmp_path / "ok.pth"

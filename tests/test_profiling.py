@@ -87,8 +87,9 @@ def test_cli_writes_json(tmp_path, capsys):
                            "--json", str(tmp_path / "p.json")])
     assert code == 0
     out = capsys.readouterr().out
-    assert "post_processing" in out and "norm. budget" in out
+    assert "post_processing" in out and "norm. budget" not in out and "no device-normalized verdict" in out
     data = json.loads((tmp_path / "p.json").read_text())
+    assert data["device"]["type"] == "cpu" and data["stages"]["backbone"]["normalized_verdict"] is None
     assert data["repeats"] == 2 and data["scene"]["points"] == scene.num_points
     assert data["backbone"].startswith("native") and data["kernels"] == "torch"
     assert data["peak_memory_mb"]["host"] > 0
@@ -115,3 +116,32 @@ def test_fit_exponent():
     assert fit_exponent([1e4, 1e5, 1e6], [2.0, 20.0, 200.0]) == pytest.approx(1.0)
     assert fit_exponent([10, 20, 40], [1.0, 4.0, 16.0]) == pytest.approx(2.0)
     assert fit_exponent([10, 20], [5.0, 5.0]) == pytest.approx(0.0)
+
+
+def test_cpu_report_has_no_normalized_verdict():
+    cpu = DeviceThroughput("test CPU", 0.047, None, "measured", "cpu")
+    report = ProfileReport(scene={}, backbone="native", kernels="torch", throughput=cpu,
+                           runs=[{s: 1.0 for s in STAGES}])
+    entry = report.to_json()["stages"]["backbone"]
+    assert not report.normalized and entry["normalized_verdict"] is None and entry["verdict"] == "within"
+    assert _report([{s: 1.0 for s in STAGES}]).normalized  # a GPU keeps it
+
+
+def test_fit_warning():
+    from profiling.scaling import fit_warning
+
+    assert fit_warning([1e4, 1e5, 1e6], [20.0, 200.0, 2000.0]) is None
+    assert "span only 2.0x" in fit_warning([1e4, 2e4], [20.0, 40.0])
+    assert "timer noise" in fit_warning([1e4, 1e5], [0.5, 5.0])
+    assert "not a power law" in fit_warning([1e4, 3e4, 1e5, 3e5], [20.0, 300.0, 40.0, 900.0])
+
+
+def test_scaling_help_describes_every_option(capsys):
+    from profiling.scaling import main as scaling_main
+
+    with pytest.raises(SystemExit):
+        scaling_main(["--help"])
+    text = capsys.readouterr().out
+    for option, words in (("--sizes", "scene sizes"), ("--instances", "instance counts"), ("--repeats", "median"),
+                          ("--plot", "draw")):
+        assert option in text and words in text, option

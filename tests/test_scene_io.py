@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from plyfile import PlyData, PlyElement
 
-from engine import scene_io
+from engine.readers import ply as ply_reader
 from engine.scene_io import Scene, SceneInputError, read_scene, scene_name
 
 VERTEX_DTYPE = [
@@ -247,23 +247,41 @@ def test_missing_coordinate(tmp_path, missing):
                            "coordinates missing", missing)
 
 
-def test_missing_colours(tmp_path):
+def test_partly_missing_colours(tmp_path):
     dtype = [d for d in VERTEX_DTYPE if d[0] not in ("green", "blue")]
     error = _assert_one_line_error(_write(tmp_path / "nocolour.ply", _vertices(5, dtype=dtype)),
                                    "colours missing", "green blue")
     assert "red" not in error.problem.split("(")[0]
 
 
-def test_float_colours_rejected(tmp_path):
+@pytest.mark.parametrize("values, colour_max, expected", [
+    ([[0.0, 0.5, 1.0]], None, [[0, 128, 255]]),  # in 0..1 with a fraction: 0..1
+    ([[0.0, 2.0, 255.0]], None, [[0, 2, 255]]),  # above 1: 0..255
+    ([[0.0, 1.0, 1.0]], 1, [[0, 255, 255]]),  # only 0 and 1: stated
+    ([[0.0, 1.0, 1.0]], 255, [[0, 1, 1]]),
+], ids=["unit", "byte", "stated-1", "stated-255"])
+def test_float_colours_by_the_rule(tmp_path, values, colour_max, expected):
     dtype = [("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "f4"), ("green", "f4"), ("blue", "f4")]
-    _assert_one_line_error(_write(tmp_path / "floatrgb.ply", _vertices(5, dtype=dtype)), "red", "uchar")
+    v = _vertices(1, dtype=dtype)
+    v["red"], v["green"], v["blue"] = np.asarray(values, dtype=np.float32).T
+    scene = read_scene(_write(tmp_path / "floatrgb.ply", v), colour_max=colour_max)
+    np.testing.assert_array_equal(scene.rgb, expected)
+
+
+def test_float_colours_only_zero_and_one_need_the_scale(tmp_path):
+    dtype = [("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "f4"), ("green", "f4"), ("blue", "f4")]
+    v = _vertices(3, dtype=dtype)
+    v["red"], v["green"], v["blue"] = 1.0, 0.0, 1.0
+    _assert_one_line_error(_write(tmp_path / "binary.ply", v), "only 0 and 1", "--colour-max")
+    v["red"][0] = 300.0
+    _assert_one_line_error(_write(tmp_path / "big.ply", v), "outside 0..255")
 
 
 def test_colour_out_of_range(tmp_path):
     dtype = [("x", "f4"), ("y", "f4"), ("z", "f4"), ("red", "i2"), ("green", "u1"), ("blue", "u1")]
     v = _vertices(5, dtype=dtype)
     v["red"][2] = 300
-    _assert_one_line_error(_write(tmp_path / "rgb300.ply", v), "red", "0..255")
+    _assert_one_line_error(_write(tmp_path / "rgb300.ply", v), "colours outside 0..255", "300")
 
 
 def test_nan_coordinates_counted(tmp_path):
@@ -302,7 +320,7 @@ def test_unreadable_file(tmp_path, monkeypatch):
     def refuse(*args, **kwargs):
         raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(scene_io, "open", refuse, raising=False)
+    monkeypatch.setattr(ply_reader, "open", refuse, raising=False)
     _assert_one_line_error(path, "cannot read", "Permission denied")
 
 

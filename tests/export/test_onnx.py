@@ -116,3 +116,27 @@ def test_cli_exports_random_weights(tmp_path, capsys):
     assert main(["--random-weights", "--seed", "3", "--out", str(out)]) == 0
     assert read_metadata(out)["weights"] == "random (seed 3)"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.onnx"]  # no temporary file left
+
+
+def test_metadata_holds_the_weights_fingerprint(onnx_fp32, onnx_fp16, random_model):
+    from engine.checkpoint import weights_fingerprint
+
+    expected = weights_fingerprint(random_model.state_dict())
+    assert read_metadata(onnx_fp32)["weights_sha256"] == expected == read_metadata(onnx_fp16)["weights_sha256"]
+
+
+def test_run_refuses_an_export_of_other_weights(onnx_fp32, tmp_path, capsys):
+    from engine import run
+
+    np.save(tmp_path / "s.npy", random_scene(50, seed=1)[0])
+    code = run.main([str(tmp_path / "s.npy"), "--random-weights", "--seed", "1", "--backbone", "onnxruntime",
+                     "--engine-file", str(onnx_fp32), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1 and "exported from other weights (random (seed 0))" in err
+
+
+def test_cli_reads_the_checkpoint_from_the_environment(tmp_path, capsys, monkeypatch, random_model):
+    torch.save({"model": random_model.state_dict()}, tmp_path / "env.pth")
+    monkeypatch.setenv("DKNET_CHECKPOINT", str(tmp_path / "env.pth"))
+    assert main(["--out", str(tmp_path / "b.onnx")]) == 0
+    assert read_metadata(tmp_path / "b.onnx")["weights"] == "env.pth"
