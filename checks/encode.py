@@ -15,7 +15,8 @@ Tolerances, the same on every device unless stated:
   a score <= 1): ~1e-7 more, covered by the same bound. The score matrix is symmetric bit for bit
   on every device (each unordered pair is scored once and mirrored): exact.
 * Greedy merge: exact on every device (integer decisions, ``>`` against float32 0.5, on the same
-  scores).
+  scores). The kernel computes connected components (``kernels.encode`` docstring), so the cases
+  hold chains (long components), tied scores, exact 0.5 entries, asymmetric matrices, NaN and inf.
 * Instances: groups and centres are exact (group ids, and a maximum and first-index choice on the
   same heat values); kernels are size-weighted means taken as a matrix product instead of
   index_add: ``F32_SUM_ORDER``. (torch keeps float32 matrix products in float32 on CUDA unless
@@ -145,6 +146,61 @@ def greedy_merge(check: Check, device: torch.device, count: int, symmetric: bool
         sizes.extend(np.bincount(want).tolist())
     if count >= 40:
         check.that("the cases have groups of several sizes", max(sizes) > 2 and len(set(sizes)) > 2, str(sizes))
+
+
+def chain_scores(count: int, seed: int, symmetric: bool) -> np.ndarray:
+    """(P, P) float32 scores whose above-0.5 pairs form long chains: the candidates in a random
+    order (seed 0: descending index, the longest way for the smallest label to travel) cut into
+    3 paths, each link scoring one of 0.625, 0.75 (ties) or the next float32 above 0.5; on top, a
+    tenth of all entries exactly 0.5 (no link) and the rest ``random_scores`` below 0.5. Not
+    symmetric: each link is above 0.5 in one direction only, the other direction holds 0.5 or less."""
+    rng = np.random.default_rng(seed)
+    scores = np.floor(rng.random((count, count)) * 4).astype(np.float32) / 8  # 0 .. 0.375
+    scores[rng.random((count, count)) < 0.1] = np.float32(0.5)
+    order = np.arange(count)[::-1] if seed == 0 else rng.permutation(count)
+    cuts = set(rng.choice(max(count - 1, 1), min(2, max(count - 1, 0)), replace=False).tolist())
+    link_values = np.array([0.625, 0.75, np.nextafter(np.float32(0.5), np.float32(1))], np.float32)
+    for k in range(count - 1):
+        if k in cuts:
+            continue
+        a, b = (order[k], order[k + 1]) if rng.random() < 0.5 else (order[k + 1], order[k])
+        scores[a, b] = link_values[rng.integers(0, 3)]
+        scores[b, a] = scores[a, b] if symmetric else min(scores[b, a], np.float32(0.5))
+    if symmetric:
+        scores = np.triu(scores) + np.triu(scores, 1).T
+    return scores
+
+
+@CASES("greedy merge chains P={count} symmetric={symmetric}", count=[0, 1, 2, 150, 256], symmetric=[True, False])
+def greedy_merge_chains(check: Check, device: torch.device, count: int, symmetric: bool) -> None:
+    """Long chains (a component's diameter up to P - 1), tied link scores and exact 0.5 entries:
+    the components equal the greedy Algorithm 2's groups, whatever its merge order."""
+    for seed in range(3):
+        scores = chain_scores(count, seed, symmetric)
+        want = encoding.greedy_merge(scores)
+        check.equal(f"seed {seed}: groups", encode.greedy_merge(torch.from_numpy(scores).to(device)), want)
+        if count >= 150:
+            check.that(f"seed {seed}: a chain of over 40 candidates", np.bincount(want).max() > 40,
+                       str(np.bincount(want).max()))
+
+
+@CASES("greedy merge with {special} scores", special=["NaN", "inf"])
+def greedy_merge_special_values(check: Check, device: torch.device, special: str) -> None:
+    """A NaN off the diagonal makes the reference's maximum NaN, so it merges nothing; a NaN on the
+    diagonal is zeroed first; +inf is a score above 0.5 like any other."""
+    scores = random_scores(40, 7, symmetric=True)
+    scores[3, 3] = np.nan
+    scores[5, 9] = np.float32(special.lower())
+    got = encode.greedy_merge(torch.from_numpy(scores).to(device))
+    want = encoding.greedy_merge(scores)
+    check.equal("groups", got, want)
+    if special == "NaN":
+        check.equal("nothing merged", want, np.arange(40))
+    else:
+        check.that("5 and 9 joined", want[5] == want[9])
+    scores[5, 9] = 0.0
+    check.equal("only the diagonal NaN", encode.greedy_merge(torch.from_numpy(scores).to(device)),
+                encoding.greedy_merge(scores))
 
 
 @CASES("greedy merge thresholds strictly")

@@ -171,6 +171,46 @@ def points_at_r_and_2r(check: Check, device: torch.device) -> None:
     check.equal("other label at R in, at 2R out", want.bg_points[want.bg_owner == 0], [3, 7, 11])
 
 
+@CASES("a long chain of overlapping balls, spacing {spacing_m} m", spacing_m=[0.2, 0.29])
+def overlapping_chain(check: Check, device: torch.device, spacing_m: float) -> None:
+    """600 points on a line (with slight jitter), each ball reaching the next point: whether a point
+    is visited depends on every visit before it along the chain (the longest dependency for
+    parallel rounds); labels alternate in runs of 3 and the heat is random, so a few visits are
+    rejected (2 and 3 of the first ~150 on these seeds)."""
+    rng = np.random.default_rng(int(spacing_m * 100))
+    num = 600
+    xyz = np.stack([np.arange(num) * spacing_m, rng.random(num) * 0.01, np.zeros(num)], axis=1)
+    labels = np.arange(num) // 3 % 2
+    want = mine_both(check, device, xyz, labels, softmax_heat(rng, num), max_candidates=150)
+    check.that("the candidate limit ends the scan", want.points.size == 150, str(want.points.size))
+
+
+@CASES("exact heat ties: {levels} level(s)", levels=[1, 2])
+def heat_ties(check: Check, device: torch.device, levels: int) -> None:
+    """2000 points in a 2 x 2 x 1 m box whose heat takes 1 or 2 values: the visit order is the
+    index order within a level, and every local-maximum test compares equal heats."""
+    rng = np.random.default_rng(levels)
+    num = 2000
+    heat = (1.0 + rng.integers(0, levels, num)).astype(np.float32)
+    heat /= heat.sum()
+    want = mine_both(check, device, rng.random((num, 3)) * [2.0, 2.0, 1.0], rng.integers(0, 3, num), heat,
+                     max_candidates=60)
+    check.that("candidates in index order within the top level",
+               levels > 1 or bool(np.all(np.diff(want.points) > 0)), str(want.points[:10]))
+
+
+@CASES("every point inside one ball")
+def one_ball(check: Check, device: torch.device) -> None:
+    """800 points in a 0.17 m cube (every distance below R): the first visit marks them all, so
+    there is exactly one visit and one candidate, whose foreground is its label's points."""
+    rng = np.random.default_rng(12)
+    num = 800
+    labels = rng.integers(0, 2, num)
+    want = mine_both(check, device, rng.random((num, 3)) * 0.17, labels, softmax_heat(rng, num))
+    check.equal("one candidate", want.points.size, 1)
+    check.equal("its foreground: every point of its label", want.sizes, [(labels == labels[want.points[0]]).sum()])
+
+
 @CASES("a far outlier coarsens the grid")
 def far_outlier(check: Check, device: torch.device) -> None:
     rng = np.random.default_rng(11)

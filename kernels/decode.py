@@ -13,7 +13,7 @@ they differ by float32 rounding only, which moves a point to the neighbouring le
 within a few ulps of a multiple of 1/100 (see checks/decode.py for the tolerance).
 
 Determinism and precision: see ``kernels._triton`` (float32, IEEE dot; integer atomic histogram
-adds, which are order-independent).
+adds, which are order-independent, relaxed, and only for non-empty bins).
 """
 
 from __future__ import annotations
@@ -81,8 +81,10 @@ def _decode_histogram_kernel(theta_ptr, features_ptr, xyz_ptr, centres_ptr, hist
 
     theta (I, 337), features (N, EMBED), xyz (N, 3), centres (I, 3) float32 contiguous;
     hist (I, LEVELS) int32, zeroed, accumulated with integer atomic adds.
-    level = min(trunc(LEVELS·m), LEVELS - 1); the block's level histogram (BINS ≥ LEVELS bins) is
-    added to hist[i] in one vector atomic.
+    level = min(trunc(LEVELS·m), LEVELS - 1); the block's non-empty bins of its level histogram
+    (BINS ≥ LEVELS bins) are added to hist[i] in one masked vector atomic: a block of 128 points
+    fills a few of the 100 bins, and an empty bin's add would change nothing. The adds are relaxed:
+    only the final counts are read, after the launch, and no other memory access is ordered by them.
     """
     instance = tl.program_id(0)
     points = tl.program_id(1) * BLOCK_POINTS + tl.arange(0, BLOCK_POINTS)  # (B,)
@@ -92,7 +94,8 @@ def _decode_histogram_kernel(theta_ptr, features_ptr, xyz_ptr, centres_ptr, hist
     levels = tl.minimum((masks * LEVELS).to(tl.int32), LEVELS - 1)  # m >= 0: the cast truncates
     block_hist = tl.histogram(levels, BINS, mask=point_valid)  # (BINS,) int32
     bins = tl.arange(0, BINS)
-    tl.atomic_add(hist_ptr + instance * LEVELS + bins, block_hist, mask=bins < LEVELS)
+    tl.atomic_add(hist_ptr + instance * LEVELS + bins, block_hist, mask=(bins < LEVELS) & (block_hist > 0),
+                  sem="relaxed")
 
 
 def check_decode_shapes(theta: torch.Tensor, mask_features: torch.Tensor, xyz_m: torch.Tensor,

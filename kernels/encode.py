@@ -8,13 +8,18 @@
   BatchNorms folded into the convs, in registers: no (P, P, 35) tensor exists. Each unordered pair
   is scored once and written to both (i, j) and (j, i), as in the reference: the matrix is
   symmetric by construction, on every machine and compiler.
-* ``greedy_merge``: the greedy aggregation as one single-program kernel. The reference loop
+* ``greedy_merge``: the greedy aggregation as parallel connected components. The reference loop
   (take the first maximum of the score matrix above the threshold, join the two groups under the
-  smaller id, zero the new group's block) ends only when no pair of different groups scores above
-  the threshold, and it only ever joins such pairs; its groups are therefore the connected
-  components of the graph of pairs scoring above the threshold, each labelled with its smallest
-  candidate, whatever the order of the merges. The kernel walks those pairs once, in index order,
-  joining groups with the group ids in registers: no host round trip per merge.
+  smaller id, zero the new group's block) only ever joins two candidates whose score (either
+  direction) is above the threshold, and it zeroes only scores inside one group, so it ends exactly
+  when every such pair shares a group: its groups are the connected components of the undirected
+  graph "A[i, j] > 0.5 or A[j, i] > 0.5", each labelled with its smallest candidate, whatever the
+  order of the merges, for symmetric and asymmetric matrices alike. One precondition: no NaN off
+  the diagonal (the reference's ``max`` is then NaN and it merges nothing); the launcher checks it
+  on the device and returns the reference's answer (every candidate alone) without a host sync.
+  One program of 4 warps hooks stars of candidates and jumps pointers over the (P, P) adjacency
+  (``_components_kernel``): every round is two passes of vector operations over all candidates,
+  and there are at most log2(P) + 2 rounds, whatever the number of pairs above the threshold.
 * ``merge_instances``: centres and size-weighted kernel averages with device tensor ops (a
   one-hot (I, P) matrix product, deterministic), then the weight generator runs in torch.
 
@@ -37,7 +42,8 @@ MERGE_PADDED = 64  # descriptor channels padded to a power of two for tl.dot
 MERGE_HIDDEN_LAYERS = 3
 BLOCK_PAIRS = 32  # candidates j per merge program: (32, 64) activations, (64, 64) weights in registers
 BLOCK_ENTRIES = 64  # fg/bg entries pooled per step
-MAX_GREEDY_CANDIDATES = 256  # group ids of all candidates live in one register vector
+MAX_GREEDY_CANDIDATES = 256  # labels of all candidates live in one register vector
+BLOCK_ROWS = 16  # adjacency rows per step of a propagation round: (16, 256) int32 labels in registers
 
 
 @jit
@@ -113,18 +119,57 @@ def _merge_kernel(descriptors_ptr, weights_ptr, biases_ptr, scores_ptr, count,
 
 
 @jit
-def _greedy_merge_kernel(pairs_ptr, num_pairs, groups_ptr, count, BLOCK_CANDIDATES: tl.constexpr):
-    """Grid (1,). pairs (num_pairs,) int64 flat indices i·P + j (i < j) of the pairs scoring above
-    the threshold; groups (P,) int64 written: the smallest candidate of each one's component."""
+def _components_kernel(adjacency_ptr, labels_ptr, scratch_ptr, count,
+                       BLOCK_CANDIDATES: tl.constexpr, BLOCK_ROWS: tl.constexpr):
+    """Grid (1,). adjacency (P, P) int8, symmetric, 1 on the diagonal; scratch (P,) int32; labels
+    (P,) int32 written: the smallest candidate of each one's connected component.
+
+    Rounds of root hooking and pointer jumping (gathers only, no atomics) over labels L that are
+    stars (L[L[i]] = L[i], L[i] <= i, L[i] in i's component; initially L[i] = i):
+    nearest  M[i] = min(L[j] : adjacency[i, j])  (i included, so M[i] <= L[i]);
+    hook     R[r] = min(M[i] : L[i] = r) for each root r (so R[r] <= r); the star of r takes the
+             smallest root next to it;
+    jump     N[i] = R[L[i]], then N <- N[N] until it no longer changes: stars again, N <= L.
+    The labels only decrease, so the rounds end; when N == L no two stars touch, so each star is a
+    component, and its root is its smallest member m (L[m] <= m forces L[m] = m). Every star next
+    to another one joins at least one other in a round, so a component's stars at least halve:
+    at most log2(P) + 2 rounds (7 on 256-candidate random chains), each two passes over the
+    adjacency. The labels go through global memory (gathers); the barriers that order those writes
+    and reads are no-ops in the interpreter, so only a GPU run (``profiling.gpu_check``) tests them.
+    """
     slots = tl.arange(0, BLOCK_CANDIDATES)
-    groups = slots.to(tl.int64)
-    for k in range(num_pairs):
-        pair = tl.load(pairs_ptr + k)
-        group_i = tl.sum(tl.where(slots == pair // count, groups, 0), axis=0)
-        group_j = tl.sum(tl.where(slots == pair % count, groups, 0), axis=0)
-        members = (groups == group_i) | (groups == group_j)  # all of one group when they already agree
-        groups = tl.where(members, tl.minimum(group_i, group_j), groups)
-    tl.store(groups_ptr + slots, groups, mask=slots < count)
+    valid = slots < count
+    tl.store(labels_ptr + slots, slots, mask=valid)
+    changed = count > 0
+    while changed:
+        tl.debug_barrier()  # the last round's labels are stored
+        labels = tl.load(labels_ptr + slots, mask=valid, other=BLOCK_CANDIDATES)  # (BLOCK_CANDIDATES,) int32
+        for first in range(0, count, BLOCK_ROWS):
+            rows = first + tl.arange(0, BLOCK_ROWS)
+            edges = tl.load(adjacency_ptr + rows[:, None] * count + slots[None, :],
+                            mask=(rows < count)[:, None] & valid[None, :], other=0)  # (BLOCK_ROWS, BLOCK_CANDIDATES)
+            tl.store(scratch_ptr + rows, tl.min(tl.where(edges != 0, labels[None, :], BLOCK_CANDIDATES), axis=1),
+                     mask=rows < count)
+        tl.debug_barrier()  # every M is stored
+        nearest = tl.load(scratch_ptr + slots, mask=valid, other=BLOCK_CANDIDATES)
+        tl.debug_barrier()  # every lane has read M before the hooks overwrite it
+        for first in range(0, count, BLOCK_ROWS):
+            roots = first + tl.arange(0, BLOCK_ROWS)
+            members = labels[None, :] == roots[:, None]  # (BLOCK_ROWS, BLOCK_CANDIDATES)
+            tl.store(scratch_ptr + roots, tl.min(tl.where(members, nearest[None, :], BLOCK_CANDIDATES), axis=1),
+                     mask=roots < count)
+        tl.debug_barrier()  # every R is stored
+        tl.store(labels_ptr + slots, tl.load(scratch_ptr + labels, mask=valid, other=0), mask=valid)
+        jumped = labels
+        jumping = changed
+        while jumping:
+            tl.debug_barrier()  # the last jump is stored
+            pointers = tl.load(labels_ptr + slots, mask=valid, other=0)
+            jumped = tl.load(labels_ptr + pointers, mask=valid, other=0)
+            tl.debug_barrier()  # every gather is done before the jumps overwrite the pointers
+            tl.store(labels_ptr + slots, jumped, mask=valid)
+            jumping = tl.sum(((jumped != pointers) & valid).to(tl.int32), axis=0) > 0
+        changed = tl.sum(((jumped != labels) & valid).to(tl.int32), axis=0) > 0
 
 
 def mine_scene(xyz_m: torch.Tensor, labels: torch.Tensor, heat: torch.Tensor) -> PaddedCandidates:
@@ -190,23 +235,29 @@ def merge_probabilities(model: DKNet, descriptors: torch.Tensor,
 def greedy_merge(merge_probs: torch.Tensor, threshold: float = encoding.MERGE_THRESHOLD) -> torch.Tensor:
     """``engine.encoding.greedy_merge`` on the device: group id of each candidate (P,) int64.
 
-    merge_probs (P, P) float32, P <= 256: the pairs above the threshold (each unordered pair once,
-    the diagonal excluded) are gathered on the device and joined by one single-program kernel
-    (module docstring); its sequential walk costs one step per such pair.
+    merge_probs (P, P) float32, P <= 256, symmetric or not: the connected components of the pairs
+    scoring above the threshold in either direction, each labelled by its smallest candidate, in
+    one single-program launch (module docstring); no host sync. Scores that are NaN off the
+    diagonal stop the reference before its first merge: then every candidate is its own group.
     """
     device = merge_probs.device
     require_triton(device)
     count = merge_probs.shape[0]
     if count > MAX_GREEDY_CANDIDATES:
         raise ValueError(f"greedy_merge holds at most {MAX_GREEDY_CANDIDATES} candidates, got {count}")
-    groups = torch.arange(count, device=device)
+    alone = torch.arange(count, device=device)
     if count < 2:
-        return groups
-    above = merge_probs.float() > np.float32(threshold)
-    # a pair joins its two candidates whichever of (i, j), (j, i) scores: walk each edge once, i < j
-    pairs = torch.nonzero(torch.triu(above | above.t(), diagonal=1).flatten()).view(-1)
-    _greedy_merge_kernel[(1,)](pairs, pairs.numel(), groups, count, BLOCK_CANDIDATES=triton.next_power_of_2(count))
-    return groups
+        return alone
+    scores = merge_probs.float()
+    diagonal = torch.eye(count, dtype=torch.bool, device=device)
+    above = scores > np.float32(threshold)
+    adjacency = (above | above.t() | diagonal).to(torch.int8).contiguous()
+    labels = torch.empty(count, dtype=torch.int32, device=device)
+    scratch = torch.empty_like(labels)
+    _components_kernel[(1,)](adjacency, labels, scratch, count, BLOCK_CANDIDATES=triton.next_power_of_2(count),
+                             BLOCK_ROWS=BLOCK_ROWS)
+    stopped = (torch.isnan(scores) & ~diagonal).any()  # the reference's max() is NaN: no merge at all
+    return torch.where(stopped, alone, labels.long())
 
 
 def merge_instances(groups: torch.Tensor, cands: PaddedCandidates, heat: torch.Tensor,
@@ -245,7 +296,7 @@ def compile_cases(case: type) -> list:
               "count": "i32"},
              {"CHANNELS": DESCRIPTOR, "PADDED": MERGE_PADDED, "HIDDEN_LAYERS": MERGE_HIDDEN_LAYERS,
               "BLOCK_PAIRS": BLOCK_PAIRS}),
-        case("greedy_merge", _greedy_merge_kernel,
-             {"pairs_ptr": "*i64", "num_pairs": "i32", "groups_ptr": "*i64", "count": "i32"},
-             {"BLOCK_CANDIDATES": MAX_GREEDY_CANDIDATES}),
+        case("greedy_merge", _components_kernel, {"adjacency_ptr": "*i8", "labels_ptr": "*i32", "scratch_ptr": "*i32",
+                                                          "count": "i32"},
+             {"BLOCK_CANDIDATES": MAX_GREEDY_CANDIDATES, "BLOCK_ROWS": BLOCK_ROWS}),
     ]

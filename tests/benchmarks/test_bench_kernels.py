@@ -1,9 +1,11 @@
 """Triton kernels against their torch references (``pytest --benchmark-only tests/benchmarks``).
 
 Each group has exactly one reference variant and one kernel variant on the same inputs and device
-(CUDA when available, else CPU). Kernel variants need compiled Triton on a CUDA device and are
-skipped otherwise: on CPU they could only run in the interpreter, which measures numpy, not the
-kernel. Run benchmarks in their own pytest invocation: ``tests/kernels`` sets TRITON_INTERPRET=1.
+(CUDA when available, else CPU); parametrized inputs name their group in the test
+(``benchmark.group``): mining at 150k and 1M points, the greedy merge per score structure and P.
+Kernel variants need compiled Triton on a CUDA device and are skipped otherwise: on CPU they could
+only run in the interpreter, which measures numpy, not the kernel. Run benchmarks in their own
+pytest invocation: ``tests/kernels`` sets TRITON_INTERPRET=1.
 
 ``kernels`` is imported inside the tests, never at collection: importing it would import triton
 before ``tests/kernels/conftest.py`` selects the interpreter for the kernel tests of the same run.
@@ -234,53 +236,70 @@ def test_merge_scores_kernel(benchmark, encoding_inputs):
         benchmark.extra_info["max_error"] = float((got - reference(model, descriptors)).abs().max())
 
 
-@pytest.fixture(scope="module")
-def merge_scores() -> torch.Tensor:
-    """(150, 150) float32 symmetric scores with ~1.2 pairs per candidate above 0.5, on DEVICE."""
-    g = torch.Generator().manual_seed(4)
-    scores = torch.rand(150, 150, generator=g) * 0.5
-    high = torch.rand(150, 150, generator=g) < 1.2 / 150
-    scores[high] += 0.4
-    return torch.maximum(scores, scores.t()).to(DEVICE)
+MERGE_MATRICES = [("random", 150), ("chains", 150), ("chains", 256)]  # (structure, P)
 
 
-@pytest.mark.benchmark(group="kernel-greedy-merge")
+@pytest.fixture(scope="module", params=MERGE_MATRICES, ids=lambda m: f"{m[0]}-P{m[1]}")
+def merge_scores(request) -> tuple[str, torch.Tensor]:
+    """(group name, (P, P) float32 symmetric scores on DEVICE). P = 150 is the candidate cap K, so
+    the merge sees it at 150k and 1M points alike (its cost depends on P only); 256 is the kernel's
+    largest P. "random": ~1.2 pairs per candidate above 0.5; "chains": 3 long chains with tied and
+    exact-0.5 scores (``checks.encode.chain_scores``), the most propagation rounds."""
+    structure, count = request.param
+    if structure == "chains":
+        from checks.encode import chain_scores
+
+        scores = torch.from_numpy(chain_scores(count, seed=1, symmetric=True))
+    else:
+        g = torch.Generator().manual_seed(4)
+        scores = torch.rand(count, count, generator=g) * 0.5
+        high = torch.rand(count, count, generator=g) < 1.2 / count
+        scores[high] += 0.4
+        scores = torch.maximum(scores, scores.t())
+    return f"kernel-greedy-merge-{structure}-P{count}", scores.to(DEVICE)
+
+
 def test_greedy_merge_reference(benchmark, merge_scores):
     from engine.encoding import greedy_merge
 
-    benchmark.pedantic(lambda: greedy_merge(merge_scores.cpu().numpy()), rounds=20, warmup_rounds=2)
+    benchmark.group, scores = merge_scores
+    benchmark.pedantic(lambda: greedy_merge(scores.cpu().numpy()), rounds=20, warmup_rounds=2)
 
 
-@pytest.mark.benchmark(group="kernel-greedy-merge")
 def test_greedy_merge_kernel(benchmark, merge_scores):
+    benchmark.group, scores = merge_scores
     _skip_unless_compiled()
     from engine.encoding import greedy_merge as reference
     from kernels.encode import greedy_merge
 
-    groups = benchmark.pedantic(_synchronized(greedy_merge), args=(merge_scores,), rounds=20, warmup_rounds=2)
-    benchmark.extra_info["equal_to_reference"] = groups.tolist() == reference(merge_scores.cpu().numpy()).tolist()
+    groups = benchmark.pedantic(_synchronized(greedy_merge), args=(scores,), rounds=20, warmup_rounds=2)
+    benchmark.extra_info["equal_to_reference"] = groups.tolist() == reference(scores.cpu().numpy()).tolist()
 
 
-@pytest.fixture(scope="module")
-def mining_inputs():
-    """The object points of a 150k-point synthetic room with a heatmap peaked at each object's
-    centroid (``checks.mining_scenes``): xyz_m, labels, heat on DEVICE."""
+MINING_SCENES = {"150k": 150_000, "1M": 1_000_000}  # points of the synthetic room; ~40% are object points
+
+
+@pytest.fixture(scope="module", params=list(MINING_SCENES), ids=str)
+def mining_inputs(request) -> tuple[str, tuple[torch.Tensor, ...]]:
+    """(group name, (xyz_m, labels, heat) on DEVICE): the object points of a synthetic room with a
+    heatmap peaked at each object's centroid (``checks.mining_scenes``)."""
     from checks.mining_scenes import room_object_points
 
-    return tuple(torch.from_numpy(a).to(DEVICE) for a in room_object_points(150_000, seed=0))
+    arrays = room_object_points(MINING_SCENES[request.param], seed=0)
+    return f"kernel-mining-{request.param}", tuple(torch.from_numpy(a).to(DEVICE) for a in arrays)
 
 
-@pytest.mark.benchmark(group="kernel-mining")
 def test_mining_reference(benchmark, mining_inputs):
     from engine.encoding import mine_scene
 
-    cands = benchmark.pedantic(_synchronized(mine_scene), args=mining_inputs, rounds=5, warmup_rounds=1)
-    benchmark.extra_info["object_points"] = int(mining_inputs[0].shape[0])
+    benchmark.group, inputs = mining_inputs
+    cands = benchmark.pedantic(_synchronized(mine_scene), args=inputs, rounds=3, warmup_rounds=1)
+    benchmark.extra_info["object_points"] = int(inputs[0].shape[0])
     benchmark.extra_info["candidates"] = int(cands.points.size)
 
 
-@pytest.mark.benchmark(group="kernel-mining")
 def test_mining_kernel(benchmark, mining_inputs):
+    benchmark.group, inputs = mining_inputs
     _skip_unless_compiled()
     import numpy as np
 
@@ -288,8 +307,8 @@ def test_mining_kernel(benchmark, mining_inputs):
     from engine.encoding import mine_scene as reference
     from kernels.encode import mine_scene
 
-    got = padded_to_host(benchmark.pedantic(_synchronized(mine_scene), args=mining_inputs, rounds=20,
-                                            warmup_rounds=2))
-    want = reference(*mining_inputs)
+    got = padded_to_host(benchmark.pedantic(_synchronized(mine_scene), args=inputs, rounds=20, warmup_rounds=2))
+    want = reference(*inputs)
+    benchmark.extra_info["object_points"] = int(inputs[0].shape[0])
     benchmark.extra_info["identical"] = all(np.array_equal(getattr(got, f), getattr(want, f)) for f in
                                             ("points", "sizes", "fg_owner", "fg_points", "bg_owner", "bg_points"))
