@@ -34,46 +34,69 @@ def _write_dump(path: Path, arrays: dict) -> None:
         np.savez(stream, **arrays)
 
 
-def _segment(args, session, scene_path: Path, num_scenes: int):
-    """Read, infer and write one scene; returns (scene name, result, stage times ms, notes)."""
-    from engine.outputs import write_scene_outputs
-    from engine.pipeline import infer_scene
+def read_step(scene_path: Path, no_superpoints: bool, timer):
+    """Read a scene and its superpoints: (``engine.scene_io.Scene``, superpoints (N,) int or None,
+    their source); a bad file becomes UserError."""
     from engine.scene_io import SceneInputError, read_scene
-    from engine.stage_timer import StageTimer
     from engine.superpoints import superpoints_for_scene
 
-    device = session.device
-    timer = StageTimer(device)
     try:
         with timer.stage("read"):
             scene = read_scene(scene_path)
         with timer.stage("superpoints"):
-            if args.no_superpoints:
+            if no_superpoints:
                 superpoints, source = None, "off"
             else:
                 superpoints, source = superpoints_for_scene(scene.path, scene.xyz, scene.faces)
     except (SceneInputError, ValueError, OSError) as exc:
         raise UserError(str(exc)) from None
+    return scene, superpoints, source
+
+
+def infer_step(session, backbone: str, scene, superpoints, timer):
+    """DKNet on a read scene (``engine.pipeline.SceneResult``); out of memory and exported-backbone
+    failures become UserError."""
+    from engine.pipeline import infer_scene
+
     try:
-        result = infer_scene(session, scene.xyz, scene.rgb, superpoints, timer)
+        return infer_scene(session, scene.xyz, scene.rgb, superpoints, timer)
     except (RuntimeError, MemoryError) as exc:  # BackendError is a RuntimeError
         if _is_out_of_memory(exc):
-            raise UserError(f"{scene_path}: out of memory on {device.type} "
+            raise UserError(f"{scene.path}: out of memory on {session.device.type} "
                             f"({scene.num_points} points); try --device cpu or a smaller scene") from None
-        if args.backbone in EXPORTED_BACKBONES:
+        if backbone in EXPORTED_BACKBONES:
             from export.runtime import BackendError
 
             if isinstance(exc, BackendError):  # e.g. a scene beyond the TensorRT profile's voxel bounds
-                raise UserError(f"{scene_path}: {exc}") from None
+                raise UserError(f"{scene.path}: {exc}") from None
         raise
+
+
+def write_step(out_dir: Path, scene, pred_masks, pred_labels, pred_scores, timer) -> None:
+    """Write a scene's outputs (``engine.outputs.write_scene_outputs``: all or nothing); UserError
+    when they cannot be written."""
+    from engine.outputs import write_scene_outputs
+
     try:
         with timer.stage("write"):
-            write_scene_outputs(args.out, scene.name, scene.xyz, scene.faces, result.pred_masks,
-                                result.pred_labels, result.pred_scores)
-            if args.dump is not None:
-                _write_dump(dump_path(args.dump, scene.name, num_scenes), result.dump_arrays())
+            write_scene_outputs(out_dir, scene.name, scene.xyz, scene.faces, pred_masks, pred_labels, pred_scores)
     except OSError as exc:
         raise UserError(f"cannot write outputs for {scene.name}: {exc}") from None
+
+
+def _segment(args, session, scene_path: Path, num_scenes: int):
+    """Read, infer and write one scene; returns (scene name, result, stage times ms, notes)."""
+    from engine.stage_timer import StageTimer
+
+    timer = StageTimer(session.device)
+    scene, superpoints, source = read_step(scene_path, args.no_superpoints, timer)
+    result = infer_step(session, args.backbone, scene, superpoints, timer)
+    write_step(args.out, scene, result.pred_masks, result.pred_labels, result.pred_scores, timer)
+    if args.dump is not None:
+        try:
+            _write_dump(dump_path(args.dump, scene.name, num_scenes), result.dump_arrays())
+        except OSError as exc:
+            raise UserError(f"cannot write outputs for {scene.name}: {exc}") from None
     notes = {"points": scene.num_points, "voxels": result.num_voxels, "candidates": result.candidates.size,
              "instances": result.instance_centers.size, "predicted": result.pred_labels.size,
              "superpoints": source}
