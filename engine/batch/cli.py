@@ -69,6 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
     args = parse_args(argv)
     started, began = datetime.now(timezone.utc).isoformat(timespec="seconds"), time.perf_counter()
     try:
@@ -110,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     for job in todo:
         if records[job.name] is None:
             records[job.name] = _failed(job, f"not run: {setup_error}" if setup_error else _WORKER_DIED)
-    return _finish(args, [records[job.name] for job in jobs], cluster, started, began, pipeline_s,
+    return _finish(args, argv, [records[job.name] for job in jobs], cluster, started, began, pipeline_s,
                    failed_setup=setup_error is not None)
 
 
@@ -141,7 +142,7 @@ def _failed(job: SceneJob, error: str) -> dict:
             "bytes_read_to_infer": 0, "bytes_infer_to_write": 0}
 
 
-def _finish(args, records: list[dict], cluster, started: str, began: float, pipeline_s: float,
+def _finish(args, argv: list[str], records: list[dict], cluster, started: str, began: float, pipeline_s: float,
             failed_setup: bool) -> int:
     """AP (--gt), report.json, the summary; the exit status."""
     from rich.console import Console
@@ -168,7 +169,7 @@ def _finish(args, records: list[dict], cluster, started: str, began: float, pipe
                                              "cpus": cluster.cpus, "gpus": cluster.gpus}
     try:
         path = write_report(args.out, {
-            "command": ["python", "-m", "engine.batch", *sys.argv[1:]], "started": started,
+            "command": ["python", "-m", "engine.batch", *argv], "started": started,
             "wall_s": round(time.perf_counter() - began, 3), "pipeline_s": round(pipeline_s, 3), "ray": ray_info,
             "workers": args.workers, "gpus_per_worker": args.gpus_per_worker, "totals": summary, "ap": ap,
             "scenes": records})
