@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -169,6 +170,9 @@ def test_joins_a_running_cluster(data, tmp_path):
     finally:
         head.send_signal(signal.SIGTERM)
         head.wait(timeout=60)
+        current = Path(tempfile.gettempdir()) / "ray" / "ray_current_cluster"  # the head's, left behind
+        if current.is_file() and current.read_text().strip().endswith(f":{port}"):
+            current.unlink()
 
 
 def test_inputs_folders_list_files_and_collisions(data, tmp_path):
@@ -202,3 +206,10 @@ def test_help_imports_neither_torch_nor_ray():
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "--ray-address" in result.stdout
+
+
+def test_more_gpus_than_the_cluster_has_is_one_line(data, tmp_path, capsys):
+    code = cli.main([str(data / "scans" / GOOD[0]), "--out", str(tmp_path), "--random-weights", "--device", "cuda",
+                     "--gpus-per-worker", "64", "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "error: --gpus-per-worker 64: the Ray cluster has" in err

@@ -88,6 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             with ray_cluster(args.ray_address, args.workers) as cluster, \
                     BatchProgress(len(todo), len(jobs) - len(todo), args.quiet) as progress:
+                if args.gpus_per_worker > cluster.gpus:  # Ray would wait forever for them
+                    raise UserError(f"--gpus-per-worker {args.gpus_per_worker:g}: the Ray cluster has "
+                                    f"{cluster.gpus:g} GPUs")
                 pipeline_began = time.perf_counter()
 
                 def on_record(record: dict) -> bool:

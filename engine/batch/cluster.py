@@ -33,7 +33,9 @@ def ray_cluster(address: str | None, workers: int) -> Iterator[Cluster]:
     common = {"logging_level": logging.ERROR, "log_to_driver": False, "configure_logging": True}
     try:
         if address is None:
-            ray.init(num_cpus=max(os.cpu_count() or 1, workers + 1), include_dashboard=False, **common)
+            # "local": a new instance even where RAY_ADDRESS or a `ray start` cluster would be picked up
+            ray.init(address="local", num_cpus=max(os.cpu_count() or 1, workers + 1), include_dashboard=False,
+                     **common)
         else:
             ray.init(address=address, **common)
     except (ConnectionError, RuntimeError, ValueError) as exc:
