@@ -9,6 +9,8 @@
   which module imported triton first.
 * ``TRITON_DEFAULT_FP_FUSION`` (set by ``choose_triton_mode`` unless already set): ``1`` lets Triton
   contract a·b + c into FMAs, its current default, set explicitly (Triton 3.9 warns it will change).
+* ``RAY_DATA_LOG_LEVEL`` (set to ``ERROR`` by ``engine.batch`` before it imports Ray Data, unless
+  already set): Ray Data's own start/finish lines would otherwise interleave with the progress bar.
 
 Tests and tools that need a mode set the variable before anything imports ``kernels``
 (``tests/kernels/conftest.py``: ``1``; ``kernels.compile_check``: ``0``, it compiles for GPUs
@@ -23,6 +25,7 @@ from pathlib import Path
 CHECKPOINT = "DKNET_CHECKPOINT"
 TRITON_INTERPRET = "TRITON_INTERPRET"
 TRITON_DEFAULT_FP_FUSION = "TRITON_DEFAULT_FP_FUSION"
+RAY_DATA_LOG_LEVEL = "RAY_DATA_LOG_LEVEL"
 
 
 def checkpoint_from_environment() -> Path | None:

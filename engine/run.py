@@ -91,52 +91,85 @@ def _check_outputs(args, names: dict[Path, str]) -> None:
         _check_writable(target.parent, "--dump")
 
 
-def _segment(args, session, scene_path: Path, name: str, num_scenes: int, weights_note: str | None):
-    """Read, infer and write one scene; returns (result, stage times ms, notes)."""
-    from engine.outputs import write_scene_outputs
-    from engine.pipeline import infer_scene
+def read_step(scene_path: Path, no_superpoints: bool, timer, up_axis: str = "z", units: str = "m",
+              colour_max: int | None = None):
+    """Read a scene and its superpoints: (``engine.scene_io.Scene``, superpoints (N,) int or None,
+    their source); a bad file becomes UserError. ``up_axis``, ``units``, ``colour_max``: as
+    ``engine.scene_io.read_scene``."""
     from engine.scene_io import SceneInputError, read_scene
-    from engine.stage_timer import StageTimer
     from engine.superpoints import superpoints_for_scene
 
-    device = session.device
-    timer = StageTimer(device)
     try:
         with timer.stage("read"):
-            scene = read_scene(scene_path, up_axis=args.up_axis, units=args.units, colour_max=args.colour_max)
+            scene = read_scene(scene_path, up_axis=up_axis, units=units, colour_max=colour_max)
         with timer.stage("superpoints"):
-            if args.no_superpoints:
+            if no_superpoints:
                 superpoints, source = None, "off"
             else:
                 superpoints, source = superpoints_for_scene(scene.path, scene.xyz, scene.faces)
     except (SceneInputError, ValueError, OSError) as exc:
         raise UserError(str(exc)) from None
+    return scene, superpoints, source
+
+
+def infer_step(session, backbone: str, scene, superpoints, timer):
+    """DKNet on a read scene (``engine.pipeline.SceneResult``); out of memory and exported-backbone
+    failures become UserError."""
+    from engine.pipeline import infer_scene
+
     try:
-        result = infer_scene(session, scene.xyz, scene.rgb, superpoints, timer)
+        return infer_scene(session, scene.xyz, scene.rgb, superpoints, timer)
     except (RuntimeError, MemoryError) as exc:  # BackendError is a RuntimeError
         if _is_out_of_memory(exc):
-            raise UserError(f"{scene_path}: out of memory on {device.type} "
+            raise UserError(f"{scene.path}: out of memory on {session.device.type} "
                             f"({scene.num_points} points); try --device cpu or a smaller scene") from None
-        if args.backbone in EXPORTED_BACKBONES:
+        if backbone in EXPORTED_BACKBONES:
             from export.runtime import BackendError
 
             if isinstance(exc, BackendError):  # e.g. a scene beyond the TensorRT profile's voxel bounds
-                raise UserError(f"{scene_path}: {exc}") from None
+                raise UserError(f"{scene.path}: {exc}") from None
         raise
-    dump_file = dump_path(args.dump, name, num_scenes) if args.dump is not None else None
+
+
+def write_step(out_dir: Path, name: str, scene, pred_masks, pred_labels, pred_scores, timer,
+               note: str | None = None, dump: tuple[Path, dict] | None = None) -> None:
+    """Write a scene's outputs under its output ``name`` (``engine.outputs.write_scene_outputs``:
+    masks (M, N) bool, labels (M,) int64, scores (M,) float32), and its ``--dump`` (file, arrays)
+    when given: all or none. ``note`` (e.g. random weights) goes into the files that carry one.
+    UserError when they cannot be written."""
+    from engine.outputs import write_scene_outputs
+
     try:
         with timer.stage("write"):
-            if dump_file is not None:
-                _write_dump(dump_file, result.dump_arrays())
+            if dump is not None:
+                _write_dump(*dump)
             try:
-                write_scene_outputs(args.out, name, scene.xyz, scene.faces, result.pred_masks,
-                                    result.pred_labels, result.pred_scores, note=weights_note)
+                write_scene_outputs(out_dir, name, scene.xyz, scene.faces, pred_masks, pred_labels, pred_scores,
+                                    note=note)
             except BaseException:
-                if dump_file is not None:  # all or none: the dump goes with the failed outputs
-                    dump_file.unlink(missing_ok=True)
+                if dump is not None:  # all or none: the dump goes with the failed outputs
+                    dump[0].unlink(missing_ok=True)
                 raise
     except OSError as exc:
         raise UserError(f"cannot write outputs for {name}: {exc}") from None
+
+
+def weights_note(args) -> str | None:
+    """What every output says when the weights are random (None for a checkpoint)."""
+    return f"RANDOM WEIGHTS (seed {args.seed}): the instances are meaningless" if args.random_weights else None
+
+
+def _segment(args, session, scene_path: Path, name: str, num_scenes: int):
+    """Read, infer and write one scene; returns (result, stage times ms, notes)."""
+    from engine.stage_timer import StageTimer
+
+    timer = StageTimer(session.device)
+    scene, superpoints, source = read_step(scene_path, args.no_superpoints, timer, args.up_axis, args.units,
+                                           args.colour_max)
+    result = infer_step(session, args.backbone, scene, superpoints, timer)
+    dump = (dump_path(args.dump, name, num_scenes), result.dump_arrays()) if args.dump is not None else None
+    write_step(args.out, name, scene, result.pred_masks, result.pred_labels, result.pred_scores, timer,
+               weights_note(args), dump)
     notes = {"points": scene.num_points, "voxels": result.num_voxels, "candidates": result.candidates.size,
              "instances": result.instance_centers.size, "predicted": result.pred_labels.size,
              "superpoints": source, "warnings": scene.warnings}
@@ -206,10 +239,9 @@ def _run(args) -> int:
     except UserError as exc:
         print_error(exc)
         return 1
-    weights_note = None
-    if args.random_weights:
-        weights_note = f"RANDOM WEIGHTS (seed {args.seed}): the instances are meaningless"
-        console.print(f"{weights_note}; pass --checkpoint for real predictions", markup=False, style="bold red",
+    note = weights_note(args)
+    if note:
+        console.print(f"{note}; pass --checkpoint for real predictions", markup=False, style="bold red",
                       soft_wrap=True)
     failures = 0
     running = None
@@ -221,7 +253,7 @@ def _run(args) -> int:
         name = names[scene_path]
         try:
             with console.status(f"[{index}/{len(args.scenes)}] segmenting {scene_path.name}"):
-                result, stage_ms, notes = _segment(args, session, scene_path, name, len(args.scenes), weights_note)
+                result, stage_ms, notes = _segment(args, session, scene_path, name, len(args.scenes))
         except UserError as exc:
             print_error(exc)
             failures += 1
@@ -231,7 +263,7 @@ def _run(args) -> int:
         _print_report(console, name, stage_ms, notes,
                       f"backbone {result.backbone}, later stages on {kernels_description(session)}", session.device)
         console.print(f"wrote {args.out / (name + '.txt')}, {name}_instances.ply, {name}.png"
-                      + (f" ({weights_note})" if weights_note else ""), markup=False)
+                      + (f" ({note})" if note else ""), markup=False)
         if running is not None:
             try:
                 _evaluate(running, args.gt, name, result)

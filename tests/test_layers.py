@@ -3,8 +3,8 @@
 Every import of the four packages counts, module level or inside a function (read from the
 source with ``ast``, so nothing is executed). Layers, top down:
 
-* commands: ``engine.run``, ``engine.eval``, ``engine.prepare_gt``, ``export.onnx`` (the exporter
-  and its command; nothing imports it), ``profiling``;
+* commands: ``engine.run``, ``engine.eval``, ``engine.prepare_gt``, ``engine.batch`` (the only
+  importer of ray), ``export.onnx`` (the exporter and its command; nothing imports it), ``profiling``;
 * ``checks``: the kernels' test cases, which ``profiling.gpu_check`` and the tests run;
 * the seam: ``engine.session`` builds a ``Session`` (backbone x kernels); ``engine.pipeline`` runs it;
 * the stages and their backends: ``engine.backbone``, ``engine.encoding``, ..., ``kernels``, ``export``;
@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("engine", "kernels", "export", "profiling", "checks")
 LEAVES = ("engine.errors", "engine.classes", "engine.budget", "engine.atomic", "engine.environment",
           "engine.host_allocator")
-COMMANDS = ("engine.run", "engine.eval", "engine.prepare_gt", "export.onnx", "profiling")
+COMMANDS = ("engine.run", "engine.eval", "engine.prepare_gt", "engine.batch", "export.onnx", "profiling")
 
 
 def _modules() -> dict[str, Path]:
@@ -99,3 +99,19 @@ def test_only_commands_import_the_checks():
     offenders = {module: sorted(t for t in targets if _within(t, ("checks",)))
                  for module, targets in graph.items() if not _within(module, (*COMMANDS, "checks"))}
     assert {m: t for m, t in offenders.items() if t} == {}
+
+
+def test_only_engine_batch_imports_ray():
+    """Ray is an optional extra (``.[cluster]``): ``engine.run`` and the rest never import it."""
+    offenders = []
+    for name, path in _modules().items():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                roots = [node.module.split(".")[0]]
+            elif isinstance(node, ast.Import):
+                roots = [alias.name.split(".")[0] for alias in node.names]
+            else:
+                continue
+            if "ray" in roots and not _within(name, ("engine.batch",)):
+                offenders.append(name)
+    assert offenders == []
