@@ -20,7 +20,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check .
-	TRITON_INTERPRET=1 $(PY) -m pytest -q
+	TRITON_INTERPRET=1 $(PY) -m pytest -q -n 2 --dist loadfile
 
 # Benchmark results as data: docs/bench/<date>-<machine>.json (pytest-benchmark's JSON, machine info included).
 BENCH_JSON ?= docs/bench/$(shell date +%F)-$(shell uname -m)-$(shell nproc)cpu.json

@@ -26,7 +26,9 @@ def _infer(session, scene):
     return result
 
 
-@pytest.mark.parametrize("num_points,seed", [(1500, 1), (1000, 3)])
+# One scene here; profiling.gpu_check's end-to-end step makes the same comparison on another
+# (1000 points, seed 1; tests/test_gpu_check.py runs it in the interpreter).
+@pytest.mark.parametrize("num_points,seed", [(1000, 3)])
 def test_triton_kernels_equal_torch_kernels(random_model, num_points, seed):
     scene = generate_scene(num_points, seed=seed)
     want = _infer(cpu_session(random_model, kernels="torch"), scene)
