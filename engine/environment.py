@@ -7,6 +7,12 @@
   triton``): ``1`` runs the Triton kernels in Triton's interpreter on CPU tensors, ``0`` compiles
   them for CUDA. Default ``0`` where a CUDA device is visible, else ``1``: the mode never depends on
   which module imported triton first.
+* ``OMP_WAIT_POLICY`` (set by ``choose_omp_wait_policy`` at the start of ``engine.run`` and
+  ``python -m profiling``, unless already set or torch is already loaded): ``PASSIVE`` when the
+  CPUs are already busy at start (1-minute load average >= cores - 0.5), else left to OpenMP
+  (active spinning). Measured on 2 cores (docs/performance.md): spinning threads made the stages
+  4-8x slower when other processes held the cores, ``PASSIVE`` made them 1.5-1.7x slower on an
+  idle machine; no single setting (spin counts included) held up in both.
 * ``TRITON_DEFAULT_FP_FUSION`` (set by ``choose_triton_mode`` unless already set): ``1`` lets Triton
   contract a·b + c into FMAs, its current default, set explicitly (Triton 3.9 warns it will change).
 * ``RAY_DATA_LOG_LEVEL`` (set to ``ERROR`` by ``engine.batch`` before it imports Ray Data, unless
@@ -23,6 +29,7 @@ import os
 from pathlib import Path
 
 CHECKPOINT = "DKNET_CHECKPOINT"
+OMP_WAIT_POLICY = "OMP_WAIT_POLICY"
 TRITON_INTERPRET = "TRITON_INTERPRET"
 TRITON_DEFAULT_FP_FUSION = "TRITON_DEFAULT_FP_FUSION"
 RAY_DATA_LOG_LEVEL = "RAY_DATA_LOG_LEVEL"
@@ -40,3 +47,23 @@ def choose_triton_mode(cuda_available: bool) -> bool:
     os.environ.setdefault(TRITON_INTERPRET, "0" if cuda_available else "1")
     os.environ.setdefault(TRITON_DEFAULT_FP_FUSION, "1")
     return os.environ[TRITON_INTERPRET] == "1"
+
+
+def omp_wait_policy_for(load_average: float, cores: int) -> str | None:
+    """``PASSIVE`` when ``load_average`` (runnable processes, 1 minute) already fills the ``cores``
+    this process may use (within half a core), else None (OpenMP's default, active spinning)."""
+    return "PASSIVE" if load_average >= cores - 0.5 else None
+
+
+def choose_omp_wait_policy() -> str | None:
+    """Before torch is first imported (OpenMP reads the variable once): set ``OMP_WAIT_POLICY`` by
+    ``omp_wait_policy_for`` unless the user set it or torch is already loaded. Returns what it set."""
+    import sys
+
+    if OMP_WAIT_POLICY in os.environ or "torch" in sys.modules or not hasattr(os, "getloadavg"):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    policy = omp_wait_policy_for(os.getloadavg()[0], cores)
+    if policy is not None:
+        os.environ[OMP_WAIT_POLICY] = policy
+    return policy

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from engine.cli_args import EXPORTED_BACKBONES, dump_path, parse_args
 from engine.errors import UserError, print_error, print_warning
-from engine.session import build_session, kernels_description
+from engine.session import build_session, choose_cpu_threads, kernels_description
 
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C
 
@@ -220,6 +220,7 @@ def _print_report(console, name: str, stage_ms: dict, notes: dict, provider: str
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    choose_cpu_threads()
     try:
         return _run(args)
     except KeyboardInterrupt:  # every writer is atomic: what was not renamed into place is removed

@@ -103,6 +103,16 @@ def check_exported_weights(engine_file: Path, model) -> None:
                         "than this run's; export it again from the same --checkpoint (python -m export.onnx)")
 
 
+def choose_cpu_threads() -> None:
+    """Before torch is loaded: OpenMP's wait policy for this machine's load
+    (``engine.environment.choose_omp_wait_policy``), announced in one line when it is PASSIVE."""
+    from engine.environment import choose_omp_wait_policy
+
+    if choose_omp_wait_policy() == "PASSIVE":
+        print_warning("the CPUs are already busy: OpenMP threads will wait passively (OMP_WAIT_POLICY=PASSIVE, "
+                      "slower on an idle machine, far faster under load; set OMP_WAIT_POLICY to choose)")
+
+
 def build_session(args):
     """The ``engine.pipeline.Session`` of a command's parsed arguments (``engine.cli_args``):
     device, weights, backbone and kernels. Problems become UserError."""

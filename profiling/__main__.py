@@ -128,6 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     check_session_arguments(parser, args)
+    from engine.session import choose_cpu_threads
+
+    choose_cpu_threads()
     if args.repeats < 1:
         parser.error("--repeats must be at least 1")
     from engine.errors import UserError, print_error
