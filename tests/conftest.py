@@ -1,13 +1,23 @@
-"""Shared fixtures: a seeded random-weight model on CPU (built once per session)."""
+"""Shared fixtures: a seeded random-weight model on CPU (built once per session).
+
+``make test`` runs two pytest workers on two cores, so the CPUs are always busy: OpenMP threads
+wait passively (``OMP_WAIT_POLICY=PASSIVE``, set before torch is loaded), which is what the
+commands would choose by the load at start (``engine.environment.choose_omp_wait_policy``);
+setting it here makes the commands the tests start in subprocesses independent of the machine's
+load (no announcement line whose presence depends on it)."""
 
 from __future__ import annotations
 
-import pytest
-import torch
+import os
 
-from engine.checkpoint import randomize_weights
-from engine.model import build_model
-from engine.session import build_backbone
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import pytest  # noqa: E402  (after the OpenMP setting)
+import torch  # noqa: E402
+
+from engine.checkpoint import randomize_weights  # noqa: E402
+from engine.model import build_model  # noqa: E402
+from engine.session import build_backbone  # noqa: E402
 
 
 def pytest_addoption(parser):
