@@ -67,6 +67,11 @@ def kernel_cases(kernel: str, device: torch.device) -> dict:
             "outcomes": [o.to_json() for o in outcomes]}
 
 
+def _kernel_function(case):
+    """The Python function of a ``kernels.compile_check`` case's kernel (its name and module)."""
+    return getattr(case.kernel, "fn", case.kernel)
+
+
 def kernel_resources(arch: int, first_only: bool) -> dict:
     """Registers, spills and dynamic shared memory of every specialization the launchers create
     (``kernels.compile_check``), compiled for ``sm_<arch>``, grouped by kernel module.
@@ -75,8 +80,7 @@ def kernel_resources(arch: int, first_only: bool) -> dict:
 
     modules: dict[str, list] = {}
     for case in compile_check.cases():
-        module = case.kernel.fn.__module__.removeprefix("kernels.") if hasattr(case.kernel, "fn") else \
-            case.kernel.__module__.removeprefix("kernels.")
+        module = _kernel_function(case).__module__.removeprefix("kernels.")
         rows = modules.setdefault(module, [])
         if first_only and rows:
             continue
@@ -159,7 +163,8 @@ def compare_backbones(got, want, rtol: float, atol: float) -> dict:
     """Point outputs of one backbone against another's: worst |difference| per field and whether
     it is within ``atol + rtol·|want|``; object points identical."""
     fields = {}
-    passed = torch.equal(got.object_idx.cpu(), want.object_idx.cpu())
+    same_object_points = torch.equal(got.object_idx.cpu(), want.object_idx.cpu())
+    passed = same_object_points
     for name in BACKBONE_FIELDS:
         a, b = getattr(got, name).float().cpu(), getattr(want, name).float().cpu()
         if a.shape != b.shape:
@@ -170,8 +175,7 @@ def compare_backbones(got, want, rtol: float, atol: float) -> dict:
         fields[name] = float(difference.max()) if difference.numel() else 0.0
         passed &= bool((difference <= atol + rtol * b.abs()).all())
     labels_agree = float((got.labels.cpu() == want.labels.cpu()).float().mean()) if got.labels.numel() else 1.0
-    return {"passed": bool(passed), "object_points_identical": torch.equal(got.object_idx.cpu(),
-                                                                          want.object_idx.cpu()),
+    return {"passed": bool(passed), "object_points_identical": same_object_points,
             "max_difference": fields, "semantic_labels_agree": labels_agree, "rtol": rtol, "atol": atol}
 
 
@@ -225,7 +229,7 @@ def end_to_end(points: int, device: torch.device, interpreted: bool) -> dict:
               "kernels": compare_kernels(got, want)}
 
     cpu = torch.device("cpu")
-    cpu_model = _model(cpu)
+    cpu_model = model if device.type == "cpu" else _model(cpu)
     xyz, rgb = scene.vertices_m, scene.colors
     if interpreted:  # the Triton-form backbone in the interpreter is slow: a crop of the scene
         xyz, rgb = xyz[:INTERPRETED_BACKBONE_POINTS], rgb[:INTERPRETED_BACKBONE_POINTS]
@@ -285,10 +289,7 @@ def _per_kernel_ms(session, scene) -> list[dict]:
 
     from kernels import compile_check
 
-    modules = {}
-    for case in compile_check.cases():
-        fn = getattr(case.kernel, "fn", case.kernel)
-        modules[fn.__name__] = fn.__module__
+    modules = {_kernel_function(case).__name__: _kernel_function(case).__module__ for case in compile_check.cases()}
     with profile(activities=[ProfilerActivity.CUDA]) as prof:
         _infer(session, scene)
         torch.cuda.synchronize()
@@ -306,6 +307,7 @@ def _per_kernel_ms(session, scene) -> list[dict]:
 def _decoding_memory(session, scene) -> dict:
     """Peak device memory that decoding + post-processing add to what the earlier stages hold."""
     from engine.pipeline import run_backbone, run_decoding, run_encoding, run_post_processing
+    from engine.postprocess import OTSU_LEVELS
 
     with torch.no_grad():
         backbone = run_backbone(session.backbone, scene.vertices_m, scene.colors, session.device)
@@ -316,9 +318,8 @@ def _decoding_memory(session, scene) -> dict:
         post = run_post_processing(run_decoding(backbone, encoded, session.kernels), backbone, scene.segments)
         torch.cuda.synchronize()
     num_points, count = backbone.vox.xyz_m.shape[0], encoded.theta.shape[0]
-    levels = 100
     return {"peak_extra_bytes": torch.cuda.max_memory_allocated() - base, "points": num_points,
-            "instances": count, "linear_bytes": 4 * (num_points + count * levels),
+            "instances": count, "linear_bytes": 4 * (num_points + count * OTSU_LEVELS),
             "output_mask_bytes": int(post.masks.numel())}
 
 
