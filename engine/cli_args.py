@@ -2,8 +2,9 @@
 
 ``session_parser`` is the parent parser that ``engine.run`` and ``python -m profiling`` share
 (weights, device, ``--backbone`` x ``--kernels``, ``--engine-file``); so is ``add_scan_arguments``
-(how to read a scan); ``add_weight_arguments`` is also used by ``export.onnx``; ``build_parser`` /
-``parse_args`` are ``engine.run``'s own.
+(how to read a scan); ``engine.run`` and ``engine.batch`` share ``add_picture_arguments``;
+``add_weight_arguments`` is also used by ``export.onnx``; ``build_parser`` / ``parse_args`` are
+``engine.run``'s own.
 """
 
 from __future__ import annotations
@@ -38,6 +39,22 @@ def add_scan_arguments(parser: argparse.ArgumentParser) -> None:
     scans.add_argument("--colour-max", type=int, choices=(1, 255), default=None,
                        help="full intensity of float colours: 1 or 255 (default: detected when unambiguous; "
                        "integer colours are always 0..255)")
+
+
+def add_picture_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--html`` / ``--no-picture``: which pictures a scene gets besides its submission and PLY
+    (``engine.pictures``); written in the ``write`` step, outside the timed stages."""
+    pictures = parser.add_argument_group("pictures").add_mutually_exclusive_group()
+    pictures.add_argument("--html", action="store_true",
+                          help="also write <scene>.html: an interactive 3D viewer (one self-contained file, "
+                          "works offline; instances listed and toggled in its legend)")
+    pictures.add_argument("--no-picture", action="store_true",
+                          help="write neither <scene>.png nor <scene>.html (batch runs that don't need them)")
+
+
+def pictures_of(args: argparse.Namespace) -> tuple[bool, bool]:
+    """(png, html): the pictures ``--html`` / ``--no-picture`` ask for."""
+    return not args.no_picture, bool(args.html)
 
 
 def session_parser() -> argparse.ArgumentParser:
@@ -81,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
         description="DKNet 3D instance segmentation of indoor scans: PLY meshes or point clouds, PCD, LAS/LAZ, "
         "NumPy .npy/.npz.",
         epilog="Outputs per scene in --out: <scene>.txt and predicted_masks/ (ScanNet benchmark format), "
-        "<scene>_instances.ply (coloured by instance) and <scene>.png. "
+        "<scene>_instances.ply (coloured by instance), <scene>.png (unless --no-picture) and <scene>.html "
+        "(with --html). "
         "The scene name is the file name without its extension and _vh_clean_2.",
     )
     parser.add_argument("scenes", nargs="+", type=Path, metavar="SCAN",
@@ -96,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--no-superpoints", action="store_true",
                         help="skip superpoint refinement (segs.json or the mesh segmentator)")
     add_scan_arguments(parser)
+    add_picture_arguments(parser)
     return parser
 
 

@@ -1,4 +1,5 @@
-"""Writing one scene's results (SPEC §12): ScanNet submission, coloured PLY, PNG preview. No torch.
+"""Writing one scene's results (SPEC §12): ScanNet submission, coloured PLY, and the pictures of
+``engine.pictures`` (PNG quick look, HTML viewer). No torch.
 
 Shapes: ``xyz (N, 3)`` float, ``faces (F, 3)`` int or None, ``masks (M, N)`` bool (one row per
 instance, per input vertex), ``nyu40_ids (M,)`` int, ``scores (M,)`` float.
@@ -27,52 +28,30 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from engine.atomic import atomic_file
-from engine.classes import CLASS_NAMES, NYU40_IDS
+from engine.pictures.caption import Caption
+from engine.pictures.html import render_instances_html
+from engine.pictures.palette import UNASSIGNED_RGB, instance_colors
+from engine.pictures.png import render_instances_png
+from engine.pictures.summary import InstanceSummary, instance_per_point
 
 __all__ = [
-    "UNASSIGNED_RGB",
-    "instance_colors",
-    "render_instances_png",
     "write_instance_ply",
     "write_scannet_submission",
     "write_scene_outputs",
 ]
 
-UNASSIGNED_RGB = (128, 128, 128)  # PLY colour of vertices in no instance
-_UNASSIGNED_PNG_RGB = (217, 217, 217)  # light grey in the preview
-_BACKGROUND_RGB = 255  # white
 _MASK_DIR = "predicted_masks"
-_GOLDEN = 0.6180339887498949
-_NYU40_TO_NAME = dict(zip(NYU40_IDS, CLASS_NAMES, strict=True))
 
 
 # ----------------------------------------------------------------------------------------------
 # Public API
-
-
-def instance_colors(num_instances: int) -> np.ndarray:
-    """(M, 3) uint8 palette: instance i always gets the same colour, whatever M is.
-
-    Hues step by the golden ratio (neighbouring indices land far apart on the colour wheel),
-    with saturation and value cycling over 3 x 3 levels so that hues that come close again
-    differ in brightness. All colours are saturated (s >= 0.65, v >= 0.55: channels differ by at
-    least 90/255), so none looks like the grey of unassigned points; the first 1000 are pairwise
-    distinct.
-    """
-    if num_instances < 0:
-        raise ValueError(f"num_instances must be >= 0, got {num_instances}")
-    i = np.arange(num_instances)
-    hue = (0.02 + i * _GOLDEN) % 1.0
-    sat = np.array([0.85, 0.65, 1.0])[i % 3]
-    val = np.array([0.95, 0.75, 0.55])[(i // 3) % 3]
-    return _hsv_to_rgb8(hue, sat, val)
 
 
 def write_scannet_submission(
@@ -117,7 +96,7 @@ def write_instance_ply(
     xyz = _check_xyz(xyz)
     num_points = xyz.shape[0]
     masks = _check_masks(masks, num_points)
-    instance = _instance_per_point(masks, num_points)
+    instance = instance_per_point(masks, num_points)
     palette = np.concatenate((instance_colors(masks.shape[0]), np.array([UNASSIGNED_RGB], np.uint8)))
     rgb = palette[instance]  # index -1 picks the appended grey
 
@@ -161,92 +140,6 @@ def write_instance_ply(
     return path
 
 
-def render_instances_png(
-    path: os.PathLike | str,
-    xyz: np.ndarray,
-    masks: np.ndarray,
-    labels_text: Sequence[str] | None = None,
-    *,
-    title: str | None = None,
-    note: str | None = None,
-    max_points: int = 1_000_000,
-) -> Path:
-    """Two-panel preview: top-down (x-y, metres) and oblique (azimuth 45, elevation 35 deg) views.
-
-    Instances use :func:`instance_colors`, unassigned points light grey. Each panel is a point
-    splat rasterized in numpy at about the panel's pixel size (2 x 2 pixels per point, the
-    nearest point wins each pixel: highest z from above, nearest to the camera in the oblique
-    view) and shown with ``imshow``; a matplotlib scatter of 100k points costs ~0.4 s per panel,
-    the splat ~30 ms. Above ``max_points`` a fixed-seed random subset is drawn (deterministic).
-    ``labels_text`` (one string per instance) is written at each instance's median x-y in the
-    top view; ``title`` defaults to the instance count; ``note`` (e.g. that the weights were random)
-    is written in red under the title and across both panels. matplotlib is imported here, not at
-    module import, and used through its object API with the Agg canvas, so the process-wide
-    backend and pyplot state are left alone.
-    """
-    from matplotlib.figure import Figure  # lazy: keeps CLI start-up fast
-
-    path = Path(path)
-    xyz = _check_xyz(xyz)
-    num_points = xyz.shape[0]
-    masks = _check_masks(masks, num_points)
-    num_instances = masks.shape[0]
-    if labels_text is not None and len(labels_text) != num_instances:
-        raise ValueError(f"labels_text has {len(labels_text)} entries for {num_instances} instances")
-    instance = _instance_per_point(masks, num_points)
-
-    if num_points > max_points:
-        keep = np.sort(np.random.default_rng(0).choice(num_points, size=max_points, replace=False))
-    else:
-        keep = np.arange(num_points)
-    pts = np.asarray(xyz[keep], dtype=np.float64)
-    palette = np.concatenate((instance_colors(num_instances), np.array([_UNASSIGNED_PNG_RGB], np.uint8)))
-    colours = palette[instance[keep]]  # (n, 3) uint8
-
-    fig = Figure(figsize=(14, 6.5), dpi=110)
-    # Fixed margins, no layout engine: constrained/tight layout costs a second full draw.
-    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.08, top=0.9, wspace=0.06)
-    top, oblique = fig.subplots(1, 2)
-    fig.suptitle(title if title is not None else f"{num_instances} instances")
-    if note:
-        fig.text(0.5, 0.925, note, ha="center", va="bottom", color="red", fontsize=11, weight="bold")
-    panel_px = (fig.get_figwidth() * fig.dpi * 0.94 / 2, fig.get_figheight() * fig.dpi * 0.82)
-
-    # top view: x right, y up; higher points cover lower ones
-    image, extent = _splat(pts[:, 0], pts[:, 1], pts[:, 2], colours, panel_px)
-    top.imshow(image, extent=extent, origin="lower", interpolation="nearest")
-    top.set_title("top view")
-    top.set_xlabel("x (m)")
-    top.set_ylabel("y (m)")
-    if labels_text is not None:
-        for i, text in enumerate(labels_text):
-            if masks[i].any():
-                cx, cy = np.median(xyz[masks[i], :2], axis=0)
-                top.text(cx, cy, text, fontsize=6, ha="center", va="center",
-                         bbox={"boxstyle": "round,pad=0.15", "fc": "white", "ec": "none", "alpha": 0.7})
-
-    # oblique view: camera at azimuth 45 deg, looking down at 35 deg; nearer points cover farther
-    azimuth, elevation = np.deg2rad(45.0), np.deg2rad(35.0)
-    centred = pts - pts.mean(axis=0) if len(pts) else pts
-    across = centred[:, 0] * np.cos(azimuth) - centred[:, 1] * np.sin(azimuth)
-    away = centred[:, 0] * np.sin(azimuth) + centred[:, 1] * np.cos(azimuth)
-    up = centred[:, 2] * np.cos(elevation) + away * np.sin(elevation)
-    nearness = centred[:, 2] * np.sin(elevation) - away * np.cos(elevation)
-    image, extent = _splat(across, up, nearness, colours, panel_px)
-    oblique.imshow(image, extent=extent, origin="lower", interpolation="nearest")
-    oblique.set_title("oblique view")
-    oblique.set_axis_off()
-    if note:
-        for panel in (top, oblique):
-            panel.text(0.5, 0.5, note, transform=panel.transAxes, ha="center", va="center", color="red",
-                       alpha=0.35, fontsize=14, weight="bold", rotation=20, wrap=True)
-
-    with atomic_file(path) as tmp:
-        # zlib level 3 instead of 6: ~2x faster encoding, files ~10% larger
-        fig.savefig(tmp, format="png", pil_kwargs={"compress_level": 3})
-    return path
-
-
 def write_scene_outputs(
     out_dir: os.PathLike | str,
     scene: str,
@@ -255,35 +148,39 @@ def write_scene_outputs(
     masks: np.ndarray,
     nyu40_ids: np.ndarray,
     scores: np.ndarray,
-    note: str | None = None,
+    caption: Caption | None = None,
+    *,
+    png: bool = True,
+    html: bool = False,
 ) -> list[Path]:
-    """Write all of a scene's outputs as one unit (module docstring).
+    """Write all of a scene's outputs as one unit (module docstring): the submission, the PLY, and
+    ``<scene>.png`` / ``<scene>.html`` when ``png`` / ``html``.
 
-    ``note`` (one line, e.g. that the weights were random) goes into the PLY header and the PNG.
-
-    Returns ``[<scene>.txt, <scene>_instances.ply, <scene>.png]`` under ``out_dir``; the
-    per-instance mask files are in ``out_dir/predicted_masks/`` and listed in ``<scene>.txt``.
+    ``caption`` (the weights, what ran) is stated by the pictures; random weights also go into the
+    PLY header. Returns ``[<scene>.txt, <scene>_instances.ply, (<scene>.png), (<scene>.html)]`` under
+    ``out_dir``; the per-instance mask files are in ``out_dir/predicted_masks/`` and listed in
+    ``<scene>.txt``.
     """
     out_dir = Path(out_dir)
     xyz = _check_xyz(xyz)
     masks, nyu40_ids, scores = _check_instances(scene, masks, nyu40_ids, scores)
     masks = _check_masks(masks, xyz.shape[0])
-    ply_name, png_name, txt_name = f"{scene}_instances.ply", f"{scene}.png", f"{scene}.txt"
-    labels = [
-        f"{_NYU40_TO_NAME.get(int(c), str(int(c)))} {float(s):.2f}"
-        for c, s in zip(nyu40_ids, scores, strict=True)
-    ]
+    txt_name, ply_name = f"{scene}.txt", f"{scene}_instances.ply"
+    pictures = [name for name, wanted in ((f"{scene}.png", png), (f"{scene}.html", html)) if wanted]
+    note = caption.weights if caption is not None and caption.random_weights else None
 
     with _staging_dir(out_dir, scene) as staging:
         submission = _stage_submission(staging, scene, masks, nyu40_ids, scores)
         write_instance_ply(staging / ply_name, xyz, faces, masks, note=note)
-        render_instances_png(
-            staging / png_name, xyz, masks, labels, title=f"{scene}: {masks.shape[0]} instances", note=note
-        )
-        # mask files, then the PLY and PNG, and the summary that references the masks last
-        _commit(staging, out_dir, submission[:-1] + [ply_name, png_name, submission[-1]])
+        summary = InstanceSummary.of(masks, nyu40_ids, scores) if pictures else None
+        if png:
+            render_instances_png(staging / f"{scene}.png", xyz, summary, scene=scene, caption=caption)
+        if html:
+            render_instances_html(staging / f"{scene}.html", xyz, summary, scene=scene, caption=caption)
+        # mask files, then the PLY and pictures, and the summary that references the masks last
+        _commit(staging, out_dir, submission[:-1] + [ply_name, *pictures, submission[-1]])
     _remove_stale_masks(out_dir, scene, masks.shape[0])
-    return [out_dir / txt_name, out_dir / ply_name, out_dir / png_name]
+    return [out_dir / txt_name, out_dir / ply_name, *(out_dir / name for name in pictures)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -414,59 +311,6 @@ def _check_faces(faces: np.ndarray, num_points: int) -> np.ndarray:
     if faces.size and (faces.min() < 0 or faces.max() >= num_points):
         raise ValueError(f"face indices {faces.min()}..{faces.max()} outside 0..{num_points - 1}")
     return faces
-
-
-def _instance_per_point(masks: np.ndarray, num_points: int) -> np.ndarray:
-    """(N,) int32: first instance holding each point (argmax over the masks), -1 for none."""
-    if masks.shape[0] == 0:
-        return np.full(num_points, -1, dtype=np.int32)
-    first = masks.argmax(axis=0).astype(np.int32)
-    first[~masks.any(axis=0)] = -1
-    return first
-
-
-def _splat(
-    u: np.ndarray, v: np.ndarray, depth: np.ndarray, colours: np.ndarray, panel_px: tuple[float, float]
-) -> tuple[np.ndarray, tuple[float, float, float, float]]:
-    """Rasterize points at screen coordinates (u, v) into an (H, W, 3) uint8 image, white background.
-
-    The scale (pixels per unit) fits the u-v bounding box into ``panel_px`` (width, height) with
-    equal aspect; each point covers 2 x 2 pixels; per pixel the point with the largest ``depth``
-    wins (ties: the later point). Returns the image and its ``imshow`` extent (u0, u1, v0, v1).
-    """
-    if len(u) == 0:
-        return np.full((1, 1, 3), _BACKGROUND_RGB, np.uint8), (0.0, 1.0, 0.0, 1.0)
-    u0, u1, v0, v1 = float(u.min()), float(u.max()), float(v.min()), float(v.max())
-    span_u, span_v = max(u1 - u0, 1e-6), max(v1 - v0, 1e-6)
-    scale = min((panel_px[0] - 2) / span_u, (panel_px[1] - 2) / span_v)
-    width = int(np.ceil(span_u * scale)) + 2
-    height = int(np.ceil(span_v * scale)) + 2
-    col = ((u - u0) * scale).astype(np.int64)
-    row = ((v - v0) * scale).astype(np.int64)
-    order = np.argsort(depth, kind="stable")  # farthest first
-    pixel = (row[order] * width + col[order])[:, None] + np.array([0, 1, width, width + 1])  # (n, 4)
-    # z-buffer: per pixel the largest rank in depth order (the nearest point) wins
-    winner = np.full(height * width, -1, dtype=np.int64)
-    np.maximum.at(winner, pixel.reshape(-1), np.repeat(np.arange(len(order)), 4))
-    image = np.full((height * width, 3), _BACKGROUND_RGB, np.uint8)
-    covered = winner >= 0
-    image[covered] = colours[order[winner[covered]]]
-    extent = (u0, u0 + width / scale, v0, v0 + height / scale)
-    return image.reshape(height, width, 3), extent
-
-
-def _hsv_to_rgb8(hue: np.ndarray, sat: np.ndarray, val: np.ndarray) -> np.ndarray:
-    sector = np.floor(hue * 6.0).astype(np.int64) % 6
-    frac = hue * 6.0 - np.floor(hue * 6.0)
-    p, q, t = val * (1 - sat), val * (1 - frac * sat), val * (1 - (1 - frac) * sat)
-    choices = [
-        (val, t, p), (q, val, p), (p, val, t), (p, q, val), (t, p, val), (val, p, q),
-    ]
-    rgb = np.zeros((len(hue), 3))
-    for s, (r, g, b) in enumerate(choices):
-        sel = sector == s
-        rgb[sel] = np.stack((r[sel], g[sel], b[sel]), axis=1)
-    return np.round(rgb * 255.0).astype(np.uint8)
 
 
 def _one_line(text: str) -> str:

@@ -15,7 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from engine.cli_args import EXPORTED_BACKBONES, dump_path, parse_args
+from engine.cli_args import EXPORTED_BACKBONES, dump_path, parse_args, pictures_of
 from engine.errors import UserError, print_error, print_warning
 from engine.session import build_session, choose_cpu_threads, kernels_description
 
@@ -132,26 +132,40 @@ def infer_step(session, backbone: str, scene, superpoints, timer):
 
 
 def write_step(out_dir: Path, name: str, scene, pred_masks, pred_labels, pred_scores, timer,
-               note: str | None = None, dump: tuple[Path, dict] | None = None) -> None:
+               caption=None, pictures: tuple[bool, bool] = (True, False),
+               dump: tuple[Path, dict] | None = None) -> None:
     """Write a scene's outputs under its output ``name`` (``engine.outputs.write_scene_outputs``:
-    masks (M, N) bool, labels (M,) int64, scores (M,) float32), and its ``--dump`` (file, arrays)
-    when given: all or none. ``note`` (e.g. random weights) goes into the files that carry one.
-    UserError when they cannot be written."""
+    masks (M, N) bool, labels (M,) int64, scores (M,) float32; ``pictures``: (png, html)), and its
+    ``--dump`` (file, arrays) when given: all or none. ``caption`` (``engine.pictures.caption.Caption``:
+    the weights and what ran) is stated by the pictures. UserError when they cannot be written."""
     from engine.outputs import write_scene_outputs
 
+    png, html = pictures
     try:
         with timer.stage("write"):
             if dump is not None:
                 _write_dump(*dump)
             try:
                 write_scene_outputs(out_dir, name, scene.xyz, scene.faces, pred_masks, pred_labels, pred_scores,
-                                    note=note)
+                                    caption, png=png, html=html)
             except BaseException:
                 if dump is not None:  # all or none: the dump goes with the failed outputs
                     dump[0].unlink(missing_ok=True)
                 raise
     except OSError as exc:
         raise UserError(f"cannot write outputs for {name}: {exc}") from None
+
+
+def caption_of(args, session, backbone: str):
+    """The ``engine.pictures.caption.Caption`` of a run: its weights, ``backbone`` (the provider that
+    ran) and the session's later-stage kernels."""
+    from engine.pictures.caption import Caption
+    from engine.session import resolve_checkpoint
+
+    note = weights_note(args)
+    weights = note or f"checkpoint {resolve_checkpoint(args.checkpoint, args.random_weights).name}"
+    return Caption(weights=weights, random_weights=note is not None, backbone=backbone,
+                   kernels=f"{kernels_description(session)} ({session.device.type})")
 
 
 def weights_note(args) -> str | None:
@@ -169,7 +183,7 @@ def _segment(args, session, scene_path: Path, name: str, num_scenes: int):
     result = infer_step(session, args.backbone, scene, superpoints, timer)
     dump = (dump_path(args.dump, name, num_scenes), result.dump_arrays()) if args.dump is not None else None
     write_step(args.out, name, scene, result.pred_masks, result.pred_labels, result.pred_scores, timer,
-               weights_note(args), dump)
+               caption_of(args, session, result.backbone), pictures_of(args), dump)
     notes = {"points": scene.num_points, "voxels": result.num_voxels, "candidates": result.candidates.size,
              "instances": result.instance_centers.size, "predicted": result.pred_labels.size,
              "superpoints": source, "warnings": scene.warnings}
@@ -263,8 +277,10 @@ def _run(args) -> int:
             print_warning(warning)
         _print_report(console, name, stage_ms, notes,
                       f"backbone {result.backbone}, later stages on {kernels_description(session)}", session.device)
-        console.print(f"wrote {args.out / (name + '.txt')}, {name}_instances.ply, {name}.png"
-                      + (f" ({note})" if note else ""), markup=False)
+        png, html = pictures_of(args)
+        written = [f"{name}_instances.ply", *([f"{name}.png"] if png else []), *([f"{name}.html"] if html else [])]
+        console.print(f"wrote {args.out / (name + '.txt')}, {', '.join(written)}" + (f" ({note})" if note else ""),
+                      markup=False)
         if running is not None:
             try:
                 _evaluate(running, args.gt, name, result)

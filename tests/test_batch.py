@@ -1,5 +1,5 @@
-"""``python -m engine.batch`` on a local Ray instance (2 CPUs): outputs byte-identical to
-``engine.run``'s, bad scenes recorded while the rest complete, resume, a killed worker, ``--gt``,
+"""``python -m engine.batch`` on a local Ray instance (2 CPUs): outputs (``--html`` included)
+byte-identical to ``engine.run``'s, bad scenes recorded while the rest complete, resume, a killed worker, ``--gt``,
 and joining a cluster started with ``ray start --head`` on loopback."""
 
 from __future__ import annotations
@@ -63,7 +63,7 @@ def first_run(data, tmp_path_factory) -> tuple[int, dict, Path]:
     """One batch run over all six scenes with --gt and two workers: (exit status, report, DIR)."""
     out = tmp_path_factory.mktemp("out") / "batch"
     code = cli.main([str(data / "scans"), str(data / "bad.txt"), "--out", str(out), "--random-weights",
-                     "--workers", "2", "--gt", str(data / "gt"), "--quiet"])
+                     "--workers", "2", "--gt", str(data / "gt"), "--quiet", "--html"])
     return code, json.loads((out / "report.json").read_text()), out
 
 
@@ -88,10 +88,10 @@ def test_bad_scenes_recorded_others_identical_to_engine_run(first_run, data, tmp
 
     reference = tmp_path / "run"
     plys = [data / "scans" / name / f"{name}_vh_clean_2.ply" for name in GOOD]
-    assert run.main([*map(str, plys), "--random-weights", "--out", str(reference)]) == 0
+    assert run.main([*map(str, plys), "--random-weights", "--out", str(reference), "--html"]) == 0
     capsys.readouterr()
     expected = _tree(reference, GOOD)
-    assert len(expected) > 3 * len(GOOD)  # txt, ply, png and the mask files
+    assert len(expected) > 4 * len(GOOD)  # txt, ply, png, html and the mask files
     assert _tree(out, GOOD) == expected
 
 

@@ -71,6 +71,21 @@ def test_same_result_every_run(scene_path, tmp_path, capsys):
         assert np.array_equal(a[key], b[key]), key
 
 
+def test_pictures_flags(scene_path, tmp_path, capsys):
+    """--html adds the viewer beside the PNG; --no-picture writes neither; the two exclude each other."""
+    code, stdout, err = _run([scene_path, "--random-weights", "--out", tmp_path / "html", "--html"], capsys)
+    assert code == 0, err
+    assert {p.suffix for p in (tmp_path / "html").iterdir()} == {".txt", ".ply", ".png", ".html", ""}
+    assert "scene0007_00.png, scene0007_00.html" in stdout
+    assert "RANDOM WEIGHTS (seed 0)" in (tmp_path / "html" / "scene0007_00.html").read_text()
+    code, stdout, err = _run([scene_path, "--random-weights", "--out", tmp_path / "none", "--no-picture"], capsys)
+    assert code == 0, err
+    assert {p.suffix for p in (tmp_path / "none").iterdir()} == {".txt", ".ply", ""}
+    with pytest.raises(SystemExit) as exit_:
+        run.main([str(scene_path), "--random-weights", "--html", "--no-picture"])
+    assert exit_.value.code == 2 and "not allowed with" in capsys.readouterr().err
+
+
 def test_no_superpoints_flag(scene_path, tmp_path, capsys):
     code, stdout, _ = _run([scene_path, "--random-weights", "--no-superpoints", "--out", tmp_path], capsys)
     assert code == 0 and "superpoints off" in stdout

@@ -8,36 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 from plyfile import PlyData
 
 from engine import outputs
-from engine.outputs import (
-    UNASSIGNED_RGB,
-    instance_colors,
-    render_instances_png,
-    write_instance_ply,
-    write_scannet_submission,
-    write_scene_outputs,
-)
+from engine.outputs import write_instance_ply, write_scannet_submission, write_scene_outputs
+from engine.pictures.palette import UNASSIGNED_RGB, instance_colors
 from engine.scene_io import read_scene
+from tests.result_scenes import random_result
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def _scene(num_points: int = 500, num_instances: int = 4, seed: int = 0):
-    """Points in a 4 x 3 x 1 m box; instance i = points within 0.5 m of a random centre (first wins)."""
-    rng = np.random.default_rng(seed)
-    xyz = rng.random((num_points, 3)) * [4.0, 3.0, 1.0]
-    centres = rng.random((num_instances, 3)) * [4.0, 3.0, 1.0]
-    near = np.linalg.norm(xyz[None] - centres[:, None], axis=2) < 0.5  # (M, N), may overlap
-    masks = np.zeros_like(near)
-    first = np.where(near.any(0), near.argmax(0), -1)
-    masks[first[first >= 0], np.flatnonzero(first >= 0)] = True
-    faces = rng.integers(0, num_points, size=(2 * num_points, 3))
-    nyu40_ids = rng.choice([3, 5, 7, 39], size=num_instances)
-    scores = rng.random(num_instances)
-    return xyz, faces, masks, nyu40_ids, scores
 
 
 def _savetxt_bytes(mask: np.ndarray) -> bytes:
@@ -77,7 +56,7 @@ def test_submission_exact_format(tmp_path):
 
 
 def test_submission_mask_files_equal_masks(tmp_path):
-    _, _, masks, nyu40_ids, scores = _scene(num_points=1234, num_instances=12, seed=3)
+    _, _, masks, nyu40_ids, scores = random_result(num_points=1234, num_instances=12, seed=3)
     write_scannet_submission(tmp_path, "s", masks, nyu40_ids, scores)
     lines = (tmp_path / "s.txt").read_text().split("\n")
     assert len(lines) == 12
@@ -111,7 +90,7 @@ def test_submission_integer_masks_and_bad_inputs(tmp_path):
 
 
 def test_submission_rewrite_removes_stale_masks_of_that_scene_only(tmp_path):
-    _, _, masks, ids, scores = _scene(num_points=100, num_instances=5)
+    _, _, masks, ids, scores = random_result(num_points=100, num_instances=5)
     write_scannet_submission(tmp_path, "a", masks, ids, scores)
     write_scannet_submission(tmp_path, "a_1", masks, ids, scores)  # a different scene
     write_scannet_submission(tmp_path, "a", masks[:2], ids[:2], scores[:2])
@@ -121,7 +100,7 @@ def test_submission_rewrite_removes_stale_masks_of_that_scene_only(tmp_path):
 
 
 def test_submission_failure_leaves_nothing(tmp_path, monkeypatch):
-    _, _, masks, ids, scores = _scene(num_points=100, num_instances=5)
+    _, _, masks, ids, scores = random_result(num_points=100, num_instances=5)
     real_write_bytes = Path.write_bytes
     calls = []
 
@@ -139,29 +118,11 @@ def test_submission_failure_leaves_nothing(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------------
-# Palette
-
-
-def test_instance_colors():
-    palette = instance_colors(1000)
-    assert palette.shape == (1000, 3) and palette.dtype == np.uint8
-    assert len(np.unique(palette, axis=0)) == 1000, "colours repeat"
-    np.testing.assert_array_equal(instance_colors(7), palette[:7])  # stable prefix, deterministic
-    spread = palette.astype(int).max(1) - palette.astype(int).min(1)
-    assert spread.min() >= 60, "a colour is too close to grey"
-    first = palette[:20].astype(float)
-    distance = np.linalg.norm(first[:, None] - first[None], axis=2) + np.eye(20) * 1e9
-    assert distance.min() > 30, "two of the first 20 colours are nearly equal"
-    assert instance_colors(0).shape == (0, 3)
-    assert not (palette == UNASSIGNED_RGB).all(1).any()
-
-
-# ---------------------------------------------------------------------------------------------
 # Instance PLY
 
 
 def test_instance_ply_round_trip(tmp_path):
-    xyz, faces, masks, _, _ = _scene(num_points=800, num_instances=6)
+    xyz, faces, masks, _, _ = random_result(num_points=800, num_instances=6)
     overlap = masks.copy()
     overlap[5, overlap[2]] = True  # points in 2 and 5: the first (2) wins
     path = write_instance_ply(tmp_path / "x.ply", xyz, faces, overlap)
@@ -212,53 +173,11 @@ def test_instance_ply_rejects_bad_faces(tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# PNG preview
-
-
-def test_png_is_valid_and_shows_instance_colours(tmp_path):
-    xyz, _, masks, _, _ = _scene(num_points=3000, num_instances=3)
-    path = render_instances_png(tmp_path / "x.png", xyz, masks, ["chair 0.9", "table 0.8", "sofa 0.3"],
-                                title="scene: 3 instances")
-    data = path.read_bytes()
-    assert data[:8] == PNG_MAGIC and len(data) > 10_000
-    pixels = np.asarray(Image.open(path).convert("RGB")).reshape(-1, 3)
-    colours = {tuple(c) for c in np.unique(pixels, axis=0)}
-    for i, colour in enumerate(instance_colors(3)):
-        assert tuple(colour) in colours, f"instance {i} colour {colour} not drawn"
-    assert outputs._UNASSIGNED_PNG_RGB in colours
-
-
-def test_png_deterministic_with_subsampling_and_empty(tmp_path):
-    xyz, _, masks, _, _ = _scene(num_points=5000, num_instances=2)
-    a = render_instances_png(tmp_path / "a.png", xyz, masks, max_points=1000).read_bytes()
-    b = render_instances_png(tmp_path / "b.png", xyz, masks, max_points=1000).read_bytes()
-    assert a == b
-    empty = render_instances_png(tmp_path / "e.png", xyz, np.zeros((0, 5000), bool))
-    assert empty.read_bytes()[:8] == PNG_MAGIC
-    with pytest.raises(ValueError, match="labels_text"):
-        render_instances_png(tmp_path / "l.png", xyz, masks, ["only one"])
-    assert sorted(_entries(tmp_path)) == ["a.png", "b.png", "e.png"]
-
-
-def test_splat_nearest_point_wins():
-    u = np.array([0.0, 0.0, 1.0, 1.0, 0.5])
-    v = np.array([0.0, 0.0, 1.0, 1.0, 0.5])
-    depth = np.array([2.0, 1.0, -1.0, 3.0, 0.0])  # points 0 and 1 share a pixel, as do 2 and 3
-    colours = np.array([[255, 0, 0], [0, 0, 255], [0, 255, 0], [9, 9, 9], [1, 2, 3]], np.uint8)
-    image, extent = outputs._splat(u, v, depth, colours, (100.0, 100.0))
-    height, width, _ = image.shape
-    assert image[0, 0].tolist() == [255, 0, 0], "the farther point covered the nearer one"
-    assert image[height - 2, width - 2].tolist() == [9, 9, 9]
-    assert extent[0] == 0.0 and extent[2] == 0.0 and extent[1] >= 1.0 and extent[3] >= 1.0
-    assert (image == 255).all(axis=2).sum() > 0.9 * height * width  # background stays white
-
-
-# ---------------------------------------------------------------------------------------------
 # All of a scene, as one unit
 
 
 def test_scene_outputs(tmp_path):
-    xyz, faces, masks, ids, scores = _scene(num_points=2000, num_instances=4)
+    xyz, faces, masks, ids, scores = random_result(num_points=2000, num_instances=4)
     out = tmp_path / "out"
     paths = write_scene_outputs(out, "scene0011_00", xyz, faces, masks, ids, scores)
     assert paths == [out / "scene0011_00.txt", out / "scene0011_00_instances.ply", out / "scene0011_00.png"]
@@ -271,16 +190,16 @@ def test_scene_outputs(tmp_path):
     np.testing.assert_array_equal(read_scene(paths[1]).faces, faces)
 
 
-def _existing_other_scene(out: Path) -> set[str]:
-    xyz, faces, masks, ids, scores = _scene(num_points=300, num_instances=2, seed=9)
+def _existing_otherrandom_result(out: Path) -> set[str]:
+    xyz, faces, masks, ids, scores = random_result(num_points=300, num_instances=2, seed=9)
     write_scene_outputs(out, "other", xyz, None, masks, ids, scores)
     return _entries(out)
 
 
 def test_scene_outputs_failure_while_staging_leaves_nothing(tmp_path, monkeypatch):
     out = tmp_path / "out"
-    before = _existing_other_scene(out)
-    xyz, faces, masks, ids, scores = _scene(num_points=500, num_instances=3)
+    before = _existing_otherrandom_result(out)
+    xyz, faces, masks, ids, scores = random_result(num_points=500, num_instances=3)
     staged = []
 
     def broken_renderer(path, *args, **kwargs):
@@ -297,7 +216,7 @@ def test_scene_outputs_failure_while_staging_leaves_nothing(tmp_path, monkeypatc
 def test_scene_outputs_failure_while_committing_is_rolled_back(tmp_path, monkeypatch):
     out = tmp_path / "out"
     out.mkdir()
-    xyz, faces, masks, ids, scores = _scene(num_points=500, num_instances=3)
+    xyz, faces, masks, ids, scores = random_result(num_points=500, num_instances=3)
     real_replace = os.replace
     moved_into_out = []
 

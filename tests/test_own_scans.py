@@ -77,18 +77,18 @@ def test_offset_of_1e7_gives_the_instances_at_the_origin(room, tmp_path, capsys)
 def test_random_weights_are_said_everywhere(room, tmp_path, capsys, monkeypatch):
     import engine.outputs
 
-    notes = []
+    captions = []
     render = engine.outputs.render_instances_png
 
     def spy(*args, **kwargs):
-        notes.append(kwargs.get("note"))
+        captions.append(kwargs.get("caption"))
         return render(*args, **kwargs)
 
     monkeypatch.setattr(engine.outputs, "render_instances_png", spy)
     path = _write_mesh(tmp_path / "r.ply", room.vertices_m, room.colors, room.faces)
     code, stdout, _ = _run([path, "--random-weights", "--seed", "4", "--out", tmp_path / "o"], capsys)
     assert code == 0 and "RANDOM WEIGHTS (seed 4)" in stdout and "meaningless" in stdout
-    assert notes and "RANDOM WEIGHTS" in notes[0]
+    assert captions and captions[0].random_weights and "RANDOM WEIGHTS (seed 4)" in captions[0].weights
     comments = PlyData.read(str(tmp_path / "o" / "r_instances.ply")).comments
     assert any("RANDOM WEIGHTS (seed 4)" in c for c in comments), comments
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from engine.batch.inputs import SceneJob, expand_inputs
 from engine.batch.markers import completed_record
-from engine.cli_args import check_session_arguments, session_parser
+from engine.cli_args import add_picture_arguments, check_session_arguments, pictures_of, session_parser
 from engine.errors import UserError, print_error
 
 __all__ = ["build_parser", "main", "parse_args"]
@@ -49,6 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "at the end")
     parser.add_argument("--overwrite", action="store_true", help="redo scenes that are already complete")
     parser.add_argument("--quiet", action="store_true", help="no progress bar or summary (errors still go to stderr)")
+    add_picture_arguments(parser)
     return parser
 
 
@@ -135,7 +136,7 @@ def _check_setup(args: argparse.Namespace) -> list[SceneJob]:
 
 def _skipped(args: argparse.Namespace, job: SceneJob) -> dict | None:
     """The stored record of a scene complete from an earlier run (status ``skipped``), else None."""
-    record = None if args.overwrite else completed_record(args.out, job.name)
+    record = None if args.overwrite else completed_record(args.out, job.name, pictures_of(args))
     return None if record is None else {**record, "status": "skipped", "input": str(job.path)}
 
 

@@ -1,7 +1,8 @@
 """Completion markers: ``DIR/.complete/<scene>.json``, written atomically after all of a scene's
 outputs are in place, holding its report record. A scene is complete (a later run skips it) when
-its marker and the three files it points to (``<scene>.txt``, ``_instances.ply``, ``.png``) exist;
-a run killed at any point leaves each scene either complete or to be redone. No torch, no ray."""
+its marker and the files this run asks for exist (``<scene>.txt``, ``_instances.ply``, and ``.png`` /
+``.html`` as ``--no-picture`` / ``--html`` say); a run killed at any point leaves each scene either
+complete or to be redone. No torch, no ray."""
 
 from __future__ import annotations
 
@@ -19,8 +20,10 @@ def _marker(out_dir: Path, scene: str) -> Path:
     return out_dir / MARKER_DIR / f"{scene}.json"
 
 
-def _outputs(out_dir: Path, scene: str) -> list[Path]:
-    return [out_dir / f"{scene}.txt", out_dir / f"{scene}_instances.ply", out_dir / f"{scene}.png"]
+def _outputs(out_dir: Path, scene: str, pictures: tuple[bool, bool]) -> list[Path]:
+    png, html = pictures
+    return [out_dir / f"{scene}.txt", out_dir / f"{scene}_instances.ply",
+            *([out_dir / f"{scene}.png"] if png else []), *([out_dir / f"{scene}.html"] if html else [])]
 
 
 def mark_complete(out_dir: Path, scene: str, record: dict) -> None:
@@ -29,13 +32,13 @@ def mark_complete(out_dir: Path, scene: str, record: dict) -> None:
         tmp.write_text(json.dumps(record, indent=1) + "\n")
 
 
-def completed_record(out_dir: Path, scene: str) -> dict | None:
+def completed_record(out_dir: Path, scene: str, pictures: tuple[bool, bool] = (True, False)) -> dict | None:
     """The record a finished run stored for the scene, or None when the scene is not complete
-    (no marker, an unreadable one, or an output missing)."""
+    (no marker, an unreadable one, or an output missing; ``pictures``: (png, html) wanted)."""
     try:
         record = json.loads(_marker(out_dir, scene).read_text())
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or not all(path.is_file() for path in _outputs(out_dir, scene)):
+    if not isinstance(record, dict) or not all(path.is_file() for path in _outputs(out_dir, scene, pictures)):
         return None
     return record

@@ -16,8 +16,8 @@ from collections.abc import Callable
 
 from engine.batch import stages
 from engine.batch.inputs import SceneJob
+from engine.cli_args import pictures_of
 from engine.environment import RAY_DATA_LOG_LEVEL
-from engine.run import weights_note
 
 __all__ = ["WORKER_THREADS", "run_pipeline"]
 
@@ -44,7 +44,7 @@ def run_pipeline(jobs: list[SceneJob], args: argparse.Namespace, on_record: Call
             stages.InferActor, fn_constructor_kwargs={"args": args, "threads": WORKER_THREADS},
             batch_size=1, batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=args.workers),
             num_cpus=WORKER_THREADS, num_gpus=args.gpus_per_worker, max_restarts=-1, max_task_retries=1)
-    dataset = dataset.map(stages.write_row, fn_kwargs={"out_dir": str(args.out), "note": weights_note(args)},
+    dataset = dataset.map(stages.write_row, fn_kwargs={"out_dir": str(args.out), "pictures": pictures_of(args)},
                           num_cpus=_TASK_CPUS)
     for row in dataset.iter_rows():
         if not on_record(json.loads(row["record"])):

@@ -44,6 +44,7 @@ class SceneState:
     instances: int = 0  # merged instances (I)
     predicted: int = 0  # written predictions (M)
     stage_ms: dict[str, float] = field(default_factory=dict)
+    caption: object | None = None  # engine.pictures.caption.Caption of the worker that inferred it
     worker: str = ""  # host:pid of the inference worker
     bytes_read_to_infer: int = 0  # size of the row handed from reading to inference
     bytes_infer_to_write: int = 0  # size of the row handed from inference to writing
@@ -93,7 +94,7 @@ class InferActor:
 
         torch.set_num_threads(threads)
         self.worker = f"{socket.gethostname()}:{os.getpid()}"
-        self.backbone = args.backbone
+        self.args, self.backbone = args, args.backbone
         self.session, self.setup_error = None, ""
         try:
             self.session = build_session(args)
@@ -105,7 +106,7 @@ class InferActor:
         return {"scene": np.asarray(batch["scene"]), "state": np.array(states, dtype=object)}
 
     def _infer(self, raw: bytes) -> bytes:
-        from engine.run import infer_step
+        from engine.run import caption_of, infer_step
         from engine.stage_timer import StageTimer
 
         state = pickle.loads(raw)
@@ -122,6 +123,7 @@ class InferActor:
                 result.pred_masks, result.pred_labels, result.pred_scores)
             state.voxels, state.instances, state.predicted = (
                 result.num_voxels, int(result.instance_centers.size), int(result.pred_labels.size))
+            state.caption = caption_of(self.args, self.session, result.backbone)
         except Exception as exc:  # any failure ends this scene only, as one line
             state.error = _one_line(exc)
         state.stage_ms.update(timer.ms)
@@ -129,9 +131,9 @@ class InferActor:
         return pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL)
 
 
-def write_row(row: dict, out_dir: str, note: str | None) -> dict:
-    """Stage 3 (a CPU task): write the outputs (all or nothing; ``note``: what they say of random
-    weights, as ``engine.run`` writes it), then the completion marker.
+def write_row(row: dict, out_dir: str, pictures: tuple[bool, bool]) -> dict:
+    """Stage 3 (a CPU task): write the outputs (all or nothing; ``pictures``: (png, html), the
+    caption as the inference worker made it, as ``engine.run`` writes them), then the completion marker.
     Returns ``{"scene": name, "record": JSON of the report record}``."""
     import torch
 
@@ -144,7 +146,7 @@ def write_row(row: dict, out_dir: str, note: str | None) -> dict:
         timer = StageTimer(torch.device("cpu"))
         try:
             write_step(Path(out_dir), state.name, state.scene, state.pred_masks, state.pred_labels, state.pred_scores,
-                       timer, note)
+                       timer, state.caption, pictures)
             state.stage_ms.update(timer.ms)
             mark_complete(Path(out_dir), state.name, record_of(state))
         except Exception as exc:  # any failure ends this scene only, as one line
