@@ -71,18 +71,18 @@ def viewer_figure(xyz: np.ndarray, summary: InstanceSummary, *, scene: str, capt
             "<extra></extra>"))
 
     figure = go.Figure(traces)
-    title = _title(summary, scene, caption, shown.size)
     axis_titles = [f"{axis} (m)" if offset == 0 else f"{axis} − {offset:.0f} (m)"
                    for axis, offset in zip("xyz", origin, strict=True)]
     figure.update_layout(
-        title={"text": title, "x": 0.01, "y": 0.99, "xanchor": "left", "yanchor": "top", "font": {"size": 14}},
+        title={"text": _title(summary, scene, caption, shown.size), "x": 0.01, "xanchor": "left",
+               "yref": "paper", "y": 1.0, "yanchor": "bottom", "automargin": True, "font": {"size": 14}},
         scene={"aspectmode": "data", "xaxis_title": axis_titles[0], "yaxis_title": axis_titles[1],
                "zaxis_title": axis_titles[2]},
         legend={"title": {"text": "instances (click: hide/show; double-click: only this)"},
                 "itemsizing": "constant"},
-        margin={"l": 0, "r": 0, "t": 50 + 20 * title.count("<br>"), "b": 0},  # the buttons sit below the title
+        margin={"l": 0, "r": 0, "t": 20, "b": 0},
         updatemenus=[{
-            "type": "buttons", "direction": "right", "x": 0.01, "y": 1.0, "xanchor": "left", "yanchor": "bottom",
+            "type": "buttons", "direction": "right", "x": 0.01, "y": 0.01, "xanchor": "left", "yanchor": "bottom",
             "buttons": [
                 {"label": "colour by instance", "method": "restyle",
                  "args": [{"marker.color": [_UNASSIGNED_HEX, *instance_hex]}]},
