@@ -82,7 +82,8 @@ def test_bad_scenes_recorded_others_identical_to_engine_run(first_run, data, tmp
     assert "corrupt.ply" in errors["corrupt"] and "NaN" in errors["nan"] and "\n" not in "".join(errors.values())
     assert report["totals"]["done"] == 4 and report["totals"]["failed"] == 2
     done = [r for r in report["scenes"] if r["status"] == "done"]
-    assert all(r["points"] > 0 and r["worker"] and r["stage_ms"]["backbone"] > 0 for r in done)
+    assert all(r["points"] > 0 and r["worker"] and r["stage_ms"]["backbone"] > 0 and r["finished_s"] > 0 for r in done)
+    assert report["totals"]["steady_scenes_per_s"] > 0
     assert all(r["bytes_read_to_infer"] > 0 and r["bytes_infer_to_write"] > 0 for r in done)
     assert not list(out.glob("corrupt*")) and not list(out.glob("nan*"))
 

@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
                     if record.pop("setup_error"):
                         setup_error = record["error"]
                         return False
+                    record["finished_s"] = round(time.perf_counter() - pipeline_began, 3)
                     records[record["scene"]] = record
                     progress.add(record)
                     if record["error"]:
