@@ -183,25 +183,32 @@ def assign_blocks(scores: torch.Tensor, thresholds: torch.Tensor,
 
     scores (N, I) float32 (overwritten by the transform). Returns (assignment (N,), best (N,),
     column sums (I,) float32 of the transformed scores, or None). Blocks keep every temporary in
-    cache and avoid boolean intermediates (slow on CPU).
+    cache and avoid boolean intermediates (slow on CPU); they run on ``engine.worker_threads``,
+    and the column sums add the blocks' sums in block order (the same bits on any schedule).
     """
     num_points, count = scores.shape
     device = scores.device
-    sums = torch.zeros(count, device=device) if with_column_sums else None
     if count == 0:
         none = torch.full((num_points,), -1, dtype=torch.int64, device=device)
-        return none, torch.zeros(num_points, device=device), sums
+        return none, torch.zeros(num_points, device=device), torch.zeros(0, device=device) if with_column_sums else None
     best = torch.empty(num_points, device=device)
     which = torch.empty(num_points, dtype=torch.int64, device=device)
-    buffer = torch.empty(min(ASSIGN_CHUNK, num_points), count, device=device) if transform else None
-    for start in range(0, num_points, ASSIGN_CHUNK):
-        block = scores[start:start + ASSIGN_CHUNK]
-        stop = start + block.shape[0]
+
+    def block(index: int) -> torch.Tensor | None:
+        start = index * ASSIGN_CHUNK
+        stop = min(start + ASSIGN_CHUNK, num_points)
+        rows = scores[start:stop]
         if transform is not None:
-            transform(block, buffer[:block.shape[0]])
-        torch.max(block, dim=1, out=(best[start:stop], which[start:stop]))
-        if sums is not None:
-            sums += block.sum(dim=0)
+            transform(rows, torch.empty_like(rows))
+        torch.max(rows, dim=1, out=(best[start:stop], which[start:stop]))
+        return rows.sum(dim=0) if with_column_sums else None
+
+    block_sums = run_blocks(block, -(-num_points // ASSIGN_CHUNK), on_cpu=device.type == "cpu")
+    sums = None
+    if with_column_sums:
+        sums = torch.zeros(count, device=device)
+        for block_sum in block_sums:
+            sums += block_sum
     assignment, best = apply_floor(which, best, thresholds)
     return assignment, best, sums
 
