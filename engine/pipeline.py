@@ -20,7 +20,7 @@ import torch
 
 from engine import encoding
 from engine.classes import NYU40_IDS
-from engine.decoding import decode_masks
+from engine.decoding import decode_masks_and_histograms
 from engine.model import DKNet, PointOutputs
 from engine.postprocess import MaskSource, PostResult, StoredMasks, postprocess_masks
 from engine.preprocess import Voxelized, voxelize
@@ -47,8 +47,9 @@ MaskFactory = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
 
 def stored_masks(theta: torch.Tensor, mask_features: torch.Tensor, xyz_m: torch.Tensor,
                  centres_m: torch.Tensor) -> StoredMasks:
-    """SPEC §8 in torch: the soft masks (N, I) float32 of all instances, computed and stored."""
-    return StoredMasks(decode_masks(theta, mask_features, xyz_m, centres_m))
+    """SPEC §8 in torch: the soft masks (N, I) float32 of all instances, computed and stored, with
+    their Otsu histograms (SPEC §9) counted on the way."""
+    return StoredMasks(*decode_masks_and_histograms(theta, mask_features, xyz_m, centres_m))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from typing import Protocol
 import torch
 
 from engine.classes import INVALID_CLASS, NUM_CLASSES
+from engine.worker_threads import run_blocks
 
 OTSU_LEVELS = 100
 MIN_POINTS = 100  # keep instances with more assigned points than this
@@ -32,16 +33,27 @@ ASSIGN_CHUNK = 4096  # points per block in the fused threshold/rescale + assignm
 ZERO_STANDIN = 1e-30
 
 
-def otsu_histograms(masks: torch.Tensor, levels: int = OTSU_LEVELS) -> torch.Tensor:
-    """Per-instance histograms (I, levels) int64 of ``trunc(m * levels)``, clamped to levels - 1
-    **[fix]**, counted exactly. masks (N, I) float32 in [0, 1]."""
+def level_counts(masks: torch.Tensor, levels: int = OTSU_LEVELS) -> torch.Tensor:
+    """Counts (I·levels,) int64 of ``trunc(m * levels)``, clamped to levels - 1 **[fix]**, per
+    instance (instance i's at i·levels...): masks (n, I) float32 in [0, 1], n <= HISTOGRAM_CHUNK
+    keeps the level codes cache-sized."""
     count = masks.shape[1]
     codes_dtype = torch.int16 if count * levels < 2**15 else torch.int64
     offsets = (torch.arange(count, device=masks.device) * levels).to(codes_dtype)
+    codes = (masks * levels).to(codes_dtype).clamp_(max=levels - 1)
+    return torch.bincount(codes.add_(offsets).view(-1), minlength=count * levels)
+
+
+def otsu_histograms(masks: torch.Tensor, levels: int = OTSU_LEVELS) -> torch.Tensor:
+    """Per-instance histograms (I, levels) int64 of ``trunc(m * levels)``, clamped to levels - 1
+    **[fix]**, counted exactly. masks (N, I) float32 in [0, 1]. Blocks of points run on
+    ``engine.worker_threads`` (``torch.bincount`` is serial)."""
+    num_points, count = masks.shape
     hist = torch.zeros(count * levels, dtype=torch.int64, device=masks.device)
-    for start in range(0, masks.shape[0], HISTOGRAM_CHUNK):
-        codes = (masks[start:start + HISTOGRAM_CHUNK] * levels).to(codes_dtype).clamp_(max=levels - 1)
-        hist += torch.bincount(codes.add_(offsets).view(-1), minlength=count * levels)
+    blocks = run_blocks(lambda b: level_counts(masks[b * HISTOGRAM_CHUNK:(b + 1) * HISTOGRAM_CHUNK], levels),
+                        -(-num_points // HISTOGRAM_CHUNK), on_cpu=masks.device.type == "cpu")
+    for block_counts in blocks:
+        hist += block_counts
     return hist.view(count, levels)
 
 
@@ -130,14 +142,18 @@ class MaskSource(Protocol):
 
 
 class StoredMasks:
-    """``MaskSource`` over a stored (N, I) float32 matrix, rewritten in place by the passes."""
+    """``MaskSource`` over a stored (N, I) float32 matrix, rewritten in place by the passes;
+    ``histograms`` (I, OTSU_LEVELS) int64: its ``otsu_histograms`` when already counted (by
+    ``engine.decoding.decode_masks_and_histograms``), else None."""
 
-    def __init__(self, masks: torch.Tensor):
+    def __init__(self, masks: torch.Tensor, histograms: torch.Tensor | None = None):
         self.masks = masks
+        self.histograms = histograms
         self.num_points, self.count = masks.shape
 
     def thresholds(self) -> torch.Tensor:
-        return otsu_thresholds(otsu_histograms(self.masks))
+        hist = otsu_histograms(self.masks) if self.histograms is None else self.histograms
+        return otsu_thresholds(hist)
 
     def threshold_pass(self, thresholds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         def threshold(block: torch.Tensor, buffer: torch.Tensor) -> None:
@@ -167,25 +183,32 @@ def assign_blocks(scores: torch.Tensor, thresholds: torch.Tensor,
 
     scores (N, I) float32 (overwritten by the transform). Returns (assignment (N,), best (N,),
     column sums (I,) float32 of the transformed scores, or None). Blocks keep every temporary in
-    cache and avoid boolean intermediates (slow on CPU).
+    cache and avoid boolean intermediates (slow on CPU); they run on ``engine.worker_threads``,
+    and the column sums add the blocks' sums in block order (the same bits on any schedule).
     """
     num_points, count = scores.shape
     device = scores.device
-    sums = torch.zeros(count, device=device) if with_column_sums else None
     if count == 0:
         none = torch.full((num_points,), -1, dtype=torch.int64, device=device)
-        return none, torch.zeros(num_points, device=device), sums
+        return none, torch.zeros(num_points, device=device), torch.zeros(0, device=device) if with_column_sums else None
     best = torch.empty(num_points, device=device)
     which = torch.empty(num_points, dtype=torch.int64, device=device)
-    buffer = torch.empty(min(ASSIGN_CHUNK, num_points), count, device=device) if transform else None
-    for start in range(0, num_points, ASSIGN_CHUNK):
-        block = scores[start:start + ASSIGN_CHUNK]
-        stop = start + block.shape[0]
+
+    def block(index: int) -> torch.Tensor | None:
+        start = index * ASSIGN_CHUNK
+        stop = min(start + ASSIGN_CHUNK, num_points)
+        rows = scores[start:stop]
         if transform is not None:
-            transform(block, buffer[:block.shape[0]])
-        torch.max(block, dim=1, out=(best[start:stop], which[start:stop]))
-        if sums is not None:
-            sums += block.sum(dim=0)
+            transform(rows, torch.empty_like(rows))
+        torch.max(rows, dim=1, out=(best[start:stop], which[start:stop]))
+        return rows.sum(dim=0) if with_column_sums else None
+
+    block_sums = run_blocks(block, -(-num_points // ASSIGN_CHUNK), on_cpu=device.type == "cpu")
+    sums = None
+    if with_column_sums:
+        sums = torch.zeros(count, device=device)
+        for block_sum in block_sums:
+            sums += block_sum
     assignment, best = apply_floor(which, best, thresholds)
     return assignment, best, sums
 

@@ -93,8 +93,8 @@ def measure(sizes: list[int], instance_counts: list[int], repeats: int, seed: in
             by_points["encoding"].append(_median_ms(lambda b=backbone: run_encoding(model, b), repeats))
             by_points["decoding"].append(_median_ms(lambda b=backbone, e=encoded: run_decoding(b, e), repeats))
             by_points["post_processing"].append(_median_ms(
-                lambda m=masks, b=backbone, sp=segments: run_post_processing(StoredMasks(m.masks.clone()), b, sp),
-                repeats))
+                lambda m=masks, b=backbone, sp=segments: run_post_processing(
+                    StoredMasks(m.masks.clone(), m.histograms), b, sp), repeats))
             scenes.append({"points": scene.num_points, "instances": int(encoded.theta.shape[0])})
         by_instances: dict[str, list[float]] = {"decoding": [], "post_processing": []}
         for count in instance_counts:
@@ -103,7 +103,8 @@ def measure(sizes: list[int], instance_counts: list[int], repeats: int, seed: in
             masks = run_decoding(backbone, subset)
             by_instances["decoding"].append(_median_ms(lambda s=subset: run_decoding(backbone, s), repeats))
             by_instances["post_processing"].append(_median_ms(
-                lambda m=masks: run_post_processing(StoredMasks(m.masks.clone()), backbone, segments), repeats))
+                lambda m=masks: run_post_processing(StoredMasks(m.masks.clone(), m.histograms), backbone, segments),
+                repeats))
     points = [s["points"] for s in scenes]
     return {
         "scenes": scenes,

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.decoding import decode_masks, split_parameters
+from engine.decoding import decode_masks, decode_masks_and_histograms, split_parameters
+from engine.postprocess import otsu_histograms
 
 
 def literal_masks(theta, mask_features, xyz_m, centres_m):
@@ -36,6 +37,16 @@ def test_decode_matches_literal(count, points, chunk):
     got = decode_masks(theta, feats, xyz, centres, chunk_points=chunk)
     assert got.shape == (points, count) and got.dtype == torch.float32
     torch.testing.assert_close(got, literal_masks(theta, feats, xyz, centres).t(), rtol=0, atol=ATOL)
+
+
+@pytest.mark.parametrize("count,points", [(0, 5), (2, 0), (4, 3000)])
+def test_histograms_counted_while_decoding_equal_those_of_the_masks(count, points):
+    g = torch.Generator().manual_seed(count + points)
+    args = (torch.randn(count, 337, generator=g) * 0.5, torch.randn(points, 16, generator=g),
+            torch.randn(points, 3, generator=g) * 3, torch.randn(count, 3, generator=g) * 3)
+    masks, hist = decode_masks_and_histograms(*args, chunk_points=100)
+    assert torch.equal(masks, decode_masks(*args, chunk_points=100))
+    assert torch.equal(hist, otsu_histograms(masks)) and hist.sum() == count * points
 
 
 def test_parameter_layout():

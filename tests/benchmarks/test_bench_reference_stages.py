@@ -4,6 +4,12 @@ Scenes of 20k and 150k points (400k with ``--bench-large``); each stage runs on 
 outputs (computed once per size). The decoding group carries its arithmetic floor measured in the
 same run: a float32 matmul with the decoding's multiply-adds, so decoding / floor is a
 side-by-side ratio. The RTX 3090 budget of each stage is in ``extra_info``.
+
+Group ``decoding-2m``: decoding as the pipeline runs it (masks and Otsu histograms,
+``decode_masks_and_histograms``) on a 2M-point scene with I = 150 instances, beside its floor:
+oneDNN GEMMs (the native backbone's ``linear``) doing the same multiply-adds. Its inputs are seeded
+random tensors of the decoding's shapes (a 2M-point backbone run takes minutes on CPU; decoding's
+work does not depend on the values).
 """
 
 from __future__ import annotations
@@ -12,8 +18,10 @@ import numpy as np
 import pytest
 import torch
 
+from engine.backbone.sparse_conv import linear
 from engine.budget import RTX3090_BUDGET_MS
 from engine.checkpoint import randomize_weights
+from engine.decoding import decode_masks_and_histograms
 from engine.model import build_model
 from engine.pipeline import EncodingResult, run_backbone, run_decoding, run_encoding, run_post_processing
 from engine.postprocess import StoredMasks
@@ -22,6 +30,9 @@ from engine.synthetic import generate_scene
 from profiling.flops import decoding_flops
 
 SIZES = [20_000, 150_000, pytest.param(400_000, marks=pytest.mark.large)]
+MILLION_SCENE_POINTS = 2_000_000
+MILLION_SCENE_INSTANCES = 150
+FLOOR_SIDE = 4096  # square GEMMs of the floor: 137 GFLOP each, ~1.5 of them make decoding's work
 
 
 @pytest.fixture(scope="module")
@@ -87,3 +98,34 @@ def test_post_processing(benchmark, scene, instances):
     benchmark.extra_info.update(budget_ms=RTX3090_BUDGET_MS["post_processing"], instances=int(masks.shape[1]))
     benchmark.pedantic(run_post_processing, setup=lambda: ((StoredMasks(masks.clone()), backbone, segments), {}),
                        rounds=5, warmup_rounds=1)
+
+
+@pytest.fixture(scope="module")
+def decoding_inputs_2m() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """θ (150, 337), mask features (2M, 16), xyz_m (2M, 3) in a 10 m room, centres_m (150, 3)."""
+    g = torch.Generator().manual_seed(2)
+    xyz_m = torch.rand(MILLION_SCENE_POINTS, 3, generator=g) * 10
+    return (torch.randn(MILLION_SCENE_INSTANCES, 337, generator=g) * 0.3,
+            torch.randn(MILLION_SCENE_POINTS, 16, generator=g), xyz_m,
+            xyz_m[torch.randperm(MILLION_SCENE_POINTS, generator=g)[:MILLION_SCENE_INSTANCES]])
+
+
+@pytest.mark.benchmark(group="decoding-2m")
+def test_decoding_2m(benchmark, decoding_inputs_2m):
+    benchmark.extra_info.update(points=MILLION_SCENE_POINTS, instances=MILLION_SCENE_INSTANCES,
+                                gflop=decoding_flops(MILLION_SCENE_POINTS, MILLION_SCENE_INSTANCES) / 1e9)
+    benchmark.pedantic(decode_masks_and_histograms, args=decoding_inputs_2m, rounds=3, warmup_rounds=1)
+
+
+@pytest.mark.benchmark(group="decoding-2m")
+def test_decoding_2m_gemm_floor(benchmark):
+    """oneDNN GEMMs with the 2M-point decoding's multiply-adds: ``extra_info`` has their rate; the
+    benchmark's time is that work at that rate (``benchmark.stats`` times ``work_fraction``)."""
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.randn(FLOOR_SIDE, FLOOR_SIDE, generator=g), torch.randn(FLOOR_SIDE, FLOOR_SIDE, generator=g)
+    gemm_flop = 2 * FLOOR_SIDE**3
+    work = decoding_flops(MILLION_SCENE_POINTS, MILLION_SCENE_INSTANCES)
+    benchmark.extra_info.update(gflop=gemm_flop / 1e9, work_fraction=work / gemm_flop)
+    benchmark.pedantic(linear, args=(a, b), rounds=3, warmup_rounds=1)
+    benchmark.extra_info["gflop_per_s"] = gemm_flop / benchmark.stats.stats.median / 1e9
+    benchmark.extra_info["decoding_floor_ms"] = 1e3 * work / (benchmark.extra_info["gflop_per_s"] * 1e9)

@@ -69,7 +69,7 @@ def _kernels(name: str):
 
 def _fresh(masks):
     """A stored matrix is overwritten by post-processing: each round gets a copy."""
-    return StoredMasks(masks.masks.clone()) if isinstance(masks, StoredMasks) else masks
+    return StoredMasks(masks.masks.clone(), masks.histograms) if isinstance(masks, StoredMasks) else masks
 
 
 @pytest.mark.parametrize("kernels", ["torch", "triton"])
