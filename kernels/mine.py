@@ -138,12 +138,11 @@ def _ball_runs(cell_starts_ptr, point_keys_ptr, cells_ptr, q, dim_y, dim_z, reac
 
 @jit
 def _ball_step(first, run_offsets, shifts, lengths, total, sorted_xyz_ptr, sorted_labels_ptr, point_xyz_ptr,
-               point_labels_ptr, num_points, q, radius2, SAME_LABEL: tl.constexpr, COLUMNS: tl.constexpr,
-               BLOCK: tl.constexpr):
+               point_labels_ptr, num_points, q, COLUMNS: tl.constexpr, BLOCK: tl.constexpr):
     """Steps [first, first + BLOCK) of the range of ``_ball_runs``: sorted positions (BLOCK,) int32,
-    ``inside`` (BLOCK,) (``d² < radius2`` to q) and ``chosen`` (inside, with q's label when
-    SAME_LABEL, another label otherwise). sorted_xyz (3, No) float32 and sorted_labels (No,) int32
-    are by cell; point_xyz (No, 3) float32 and point_labels (No,) int32 by object point."""
+    their ``d²`` to q (BLOCK,) float32 (+inf past the range) and whether they have q's label
+    (BLOCK,). sorted_xyz (3, No) float32 and sorted_labels (No,) int32 are by cell; point_xyz
+    (No, 3) float32 and point_labels (No,) int32 by object point."""
     steps = first + tl.arange(0, BLOCK)
     lanes = tl.arange(0, COLUMNS)
     begun = (run_offsets[None, :] <= steps[:, None]) & (lengths[None, :] > 0)  # (BLOCK, COLUMNS)
@@ -153,37 +152,31 @@ def _ball_step(first, run_offsets, shifts, lengths, total, sorted_xyz_ptr, sorte
     dx = tl.load(sorted_xyz_ptr + slots, mask=valid, other=0.0) - tl.load(point_xyz_ptr + 3 * q)
     dy = tl.load(sorted_xyz_ptr + num_points + slots, mask=valid, other=0.0) - tl.load(point_xyz_ptr + 3 * q + 1)
     dz = tl.load(sorted_xyz_ptr + 2 * num_points + slots, mask=valid, other=0.0) - tl.load(point_xyz_ptr + 3 * q + 2)
-    inside = valid & (dx * dx + dy * dy + dz * dz < radius2)
+    d2 = tl.where(valid, dx * dx + dy * dy + dz * dz, float("inf"))
     same = tl.load(sorted_labels_ptr + slots, mask=valid, other=0) == tl.load(point_labels_ptr + q)
-    if SAME_LABEL:
-        chosen = inside & same
-    else:
-        chosen = inside & ~same
-    return slots, inside, chosen
+    return slots, d2, same
 
 
 @jit
 def _ball_count(run_offsets, shifts, lengths, total, sorted_xyz_ptr, sorted_labels_ptr, ids_ptr, point_xyz_ptr,
                 point_labels_ptr, heat_ptr, rank_ptr, visited_ptr, num_points, q, radius2, threshold,
-                MARK: tl.constexpr, HEAT: tl.constexpr, SAME_LABEL: tl.constexpr, COLUMNS: tl.constexpr,
-                BLOCK: tl.constexpr):
-    """How many chosen points of q's ball (the runs of ``_ball_runs``; ``d² < radius2``, label as
-    ``_ball_step``) have an index <= threshold (int32), and, with HEAT, their maximum heat (float32,
-    0 if none). With MARK, flags visited (No,) int8, by visit position (rank (No,) int32 by cell),
-    every point inside."""
+                MARK: tl.constexpr, COLUMNS: tl.constexpr, BLOCK: tl.constexpr):
+    """How many foreground points of q (in the runs of ``_ball_runs``, ``d² < radius2``, q's label)
+    have an index <= threshold (int32), and their maximum heat (float32, 0 if none; heat (No,)
+    float32 by object point). With MARK, flags visited (No,) int8, by visit position (rank (No,)
+    int32 by cell), every point with ``d² < radius2``, whatever its label."""
     count = total * 0
     max_heat = tl.sum(tl.zeros((BLOCK,), tl.float32), axis=0)
     for first in range(0, total, BLOCK):
-        slots, inside, chosen = _ball_step(first, run_offsets, shifts, lengths, total, sorted_xyz_ptr,
-                                           sorted_labels_ptr, point_xyz_ptr, point_labels_ptr, num_points, q,
-                                           radius2, SAME_LABEL, COLUMNS, BLOCK)
+        slots, d2, same = _ball_step(first, run_offsets, shifts, lengths, total, sorted_xyz_ptr, sorted_labels_ptr,
+                                     point_xyz_ptr, point_labels_ptr, num_points, q, COLUMNS, BLOCK)
+        inside = d2 < radius2
         if MARK:
             tl.store(visited_ptr + tl.load(rank_ptr + slots, mask=inside, other=0), 1, mask=inside)
-        entries = tl.load(ids_ptr + slots, mask=chosen, other=0)
-        kept = chosen & (entries <= threshold)
+        entries = tl.load(ids_ptr + slots, mask=inside & same, other=0)
+        kept = inside & same & (entries <= threshold)
         count += tl.sum(kept.to(tl.int32), axis=0)
-        if HEAT:
-            max_heat = tl.maximum(max_heat, tl.max(tl.load(heat_ptr + entries, mask=kept, other=0.0), axis=0))
+        max_heat = tl.maximum(max_heat, tl.max(tl.load(heat_ptr + entries, mask=kept, other=0.0), axis=0))
     return count, max_heat
 
 
@@ -191,11 +184,12 @@ def _ball_count(run_offsets, shifts, lengths, total, sorted_xyz_ptr, sorted_labe
 def _ball_threshold(run_offsets, shifts, lengths, total, sorted_xyz_ptr, sorted_labels_ptr, ids_ptr, point_xyz_ptr,
                     point_labels_ptr, num_points, q, radius2, count, cap, SAME_LABEL: tl.constexpr,
                     COLUMNS: tl.constexpr, BLOCK: tl.constexpr, DIGIT_BITS: tl.constexpr, DIGITS: tl.constexpr):
-    """The cap-th smallest index among the ``count`` chosen points of q's ball (``_ball_count``'s;
-    indices below 2^(DIGITS·DIGIT_BITS)) when count > cap, else NO_INDEX: the chosen points with an
-    index <= it are the first ``cap``. Radix select, most significant digit first: one pass over the
-    ball per digit builds the histogram of the digit among the points that match the digits chosen
-    so far, and the first digit value whose cumulative count reaches cap is chosen."""
+    """The cap-th smallest index among the ``count`` points of q's ball (the runs of ``_ball_runs``,
+    ``d² < radius2``) with q's label (SAME_LABEL) or another label, when count > cap, else
+    NO_INDEX: those with an index <= it are the first ``cap``. Indices are below
+    2^(DIGITS·DIGIT_BITS). Radix select, most significant digit first: one pass over the ball per
+    digit builds the histogram of the digit among the points that match the digits chosen so far,
+    and the first digit value whose cumulative count reaches cap is chosen."""
     threshold = count * 0 + _NO_INDEX
     if count > cap:
         bins = tl.arange(0, 1 << DIGIT_BITS)
@@ -205,9 +199,13 @@ def _ball_threshold(run_offsets, shifts, lengths, total, sorted_xyz_ptr, sorted_
             shift = (DIGITS - 1 - digit_index) * DIGIT_BITS
             histogram = tl.zeros((1 << DIGIT_BITS,), tl.int32)
             for first in range(0, total, BLOCK):
-                slots, _, matching = _ball_step(first, run_offsets, shifts, lengths, total, sorted_xyz_ptr,
-                                                sorted_labels_ptr, point_xyz_ptr, point_labels_ptr, num_points, q,
-                                                radius2, SAME_LABEL, COLUMNS, BLOCK)
+                slots, d2, same = _ball_step(first, run_offsets, shifts, lengths, total, sorted_xyz_ptr,
+                                             sorted_labels_ptr, point_xyz_ptr, point_labels_ptr, num_points, q,
+                                             COLUMNS, BLOCK)
+                if SAME_LABEL:
+                    matching = (d2 < radius2) & same
+                else:
+                    matching = (d2 < radius2) & ~same
                 entries = tl.load(ids_ptr + slots, mask=matching, other=0)
                 if digit_index > 0:
                     matching = matching & ((entries >> (shift + DIGIT_BITS)) == prefix)
@@ -221,23 +219,36 @@ def _ball_threshold(run_offsets, shifts, lengths, total, sorted_xyz_ptr, sorted_
 
 
 @jit
+def _append(row_ptr, kept, width, entries, keep):
+    """Appends entries[keep] to row (width,) int32 after its first ``kept`` (never past its end);
+    returns the new count (int32), which may exceed width."""
+    keep_i32 = keep.to(tl.int32)
+    row_slots = kept + tl.cumsum(keep_i32, axis=0) - 1
+    tl.store(row_ptr + row_slots, entries, mask=keep & (row_slots < width))
+    return kept + tl.sum(keep_i32, axis=0)
+
+
+@jit
 def _ball_write(run_offsets, shifts, lengths, total, sorted_xyz_ptr, sorted_labels_ptr, ids_ptr, point_xyz_ptr,
-                point_labels_ptr, num_points, q, radius2, threshold, row_ptr, width, SAME_LABEL: tl.constexpr,
-                COLUMNS: tl.constexpr, BLOCK: tl.constexpr):
-    """Writes the indices <= threshold of the chosen points of q's ball (``_ball_count``'s) to row
-    (width,) int32, in cell order, the first ``width`` of them; returns how many there are (int32)."""
-    kept = total * 0
+                point_labels_ptr, num_points, q, radius2_fg, fg_threshold, fg_row_ptr, max_fg, radius2_bg,
+                bg_threshold, bg_row_ptr, max_bg, FOREGROUND: tl.constexpr, COLUMNS: tl.constexpr,
+                BLOCK: tl.constexpr):
+    """One pass over q's 2R ball (the runs of ``_ball_runs``) writing, in cell order, the indices
+    <= bg_threshold of its background (``d² < radius2_bg``, other labels) to bg_row (max_bg,) int32
+    and, with FOREGROUND, those <= fg_threshold of its foreground (``d² < radius2_fg``, q's label)
+    to fg_row (max_fg,) int32, the first max_* of each; returns how many each has (int32, the
+    foreground's 0 without FOREGROUND)."""
+    fg_kept = total * 0
+    bg_kept = total * 0
     for first in range(0, total, BLOCK):
-        slots, _, chosen = _ball_step(first, run_offsets, shifts, lengths, total, sorted_xyz_ptr, sorted_labels_ptr,
-                                      point_xyz_ptr, point_labels_ptr, num_points, q, radius2, SAME_LABEL, COLUMNS,
-                                      BLOCK)
-        entries = tl.load(ids_ptr + slots, mask=chosen, other=0)
-        keep = chosen & (entries <= threshold)
-        keep_i32 = keep.to(tl.int32)
-        row_slots = kept + tl.cumsum(keep_i32, axis=0) - 1
-        tl.store(row_ptr + row_slots, entries, mask=keep & (row_slots < width))
-        kept += tl.sum(keep_i32, axis=0)
-    return kept
+        slots, d2, same = _ball_step(first, run_offsets, shifts, lengths, total, sorted_xyz_ptr, sorted_labels_ptr,
+                                     point_xyz_ptr, point_labels_ptr, num_points, q, COLUMNS, BLOCK)
+        entries = tl.load(ids_ptr + slots, mask=d2 < radius2_bg, other=0)
+        if FOREGROUND:
+            fg_kept = _append(fg_row_ptr, fg_kept, max_fg, entries,
+                              (d2 < radius2_fg) & same & (entries <= fg_threshold))
+        bg_kept = _append(bg_row_ptr, bg_kept, max_bg, entries, (d2 < radius2_bg) & ~same & (entries <= bg_threshold))
+    return fg_kept, bg_kept
 
 
 @jit
@@ -387,14 +398,14 @@ def _visit_kernel(state_ptr, chunk_points_ptr, chunk_thresholds_ptr, chunk_accep
                                                          reach, COLUMNS)
         found, max_heat = _ball_count(run_offsets, shifts, lengths, total, sorted_xyz_ptr, sorted_labels_ptr, ids_ptr,
                                       point_xyz_ptr, point_labels_ptr, heat_ptr, rank_ptr, visited_ptr, num_points, q,
-                                      radius2, _NO_INDEX, True, True, True, COLUMNS, BLOCK)
+                                      radius2, _NO_INDEX, True, COLUMNS, BLOCK)
         threshold = _ball_threshold(run_offsets, shifts, lengths, total, sorted_xyz_ptr, sorted_labels_ptr, ids_ptr,
                                     point_xyz_ptr, point_labels_ptr, num_points, q, radius2, found, max_fg, True,
                                     COLUMNS, BLOCK, DIGIT_BITS, DIGITS)
         if threshold != _NO_INDEX:  # the heat maximum is over the kept foreground only
             _, max_heat = _ball_count(run_offsets, shifts, lengths, total, sorted_xyz_ptr, sorted_labels_ptr, ids_ptr,
                                       point_xyz_ptr, point_labels_ptr, heat_ptr, rank_ptr, visited_ptr, num_points, q,
-                                      radius2, threshold, False, True, True, COLUMNS, BLOCK)
+                                      radius2, threshold, False, COLUMNS, BLOCK)
         heat_q = tl.load(heat_ptr + q)
         verdict = tl.math.div_rn(heat_q, tl.maximum(heat_q, max_heat)) >= local_thres
         tl.store(chunk_thresholds_ptr + joiner, threshold)
@@ -404,34 +415,31 @@ def _visit_kernel(state_ptr, chunk_points_ptr, chunk_thresholds_ptr, chunk_accep
 @jit
 def _rows_kernel(state_ptr, candidate_points_ptr, candidate_thresholds_ptr, point_keys_ptr, cells_ptr,
                  cell_starts_ptr, ids_ptr, sorted_xyz_ptr, sorted_labels_ptr, point_xyz_ptr, point_labels_ptr,
-                 fg_rows_ptr, fg_counts_ptr, bg_rows_ptr, bg_counts_ptr,
-                 num_points, dim_y, dim_z, radius2, radius2_bg, reach, reach_bg, max_fg, max_bg,
-                 COLUMNS: tl.constexpr, BLOCK: tl.constexpr, DIGIT_BITS: tl.constexpr, DIGITS: tl.constexpr):
+                 fg_rows_ptr, fg_counts_ptr, bg_rows_ptr, bg_counts_ptr, num_points, dim_y, dim_z, radius2,
+                 radius2_bg, reach_bg, max_fg, max_bg, COLUMNS: tl.constexpr, BLOCK: tl.constexpr,
+                 DIGIT_BITS: tl.constexpr, DIGITS: tl.constexpr):
     """Grid (programs,): the rows of the state[ACCEPTED] candidates (candidate_points and their fg
-    cap thresholds, (K,) int32), strided over the programs: the kept foreground to fg_rows
-    (K, max_fg), the first max_bg background points (2R ball, other labels) to bg_rows (K, max_bg),
-    in cell order, and their counts (K,) int32."""
+    cap thresholds, (K,) int32), strided over the programs, in one pass over the 2R ball (reach_bg
+    in cell units) unless the background is over its cap: the kept foreground to fg_rows
+    (K, max_fg), the first max_bg background points (other labels) to bg_rows (K, max_bg), in cell
+    order, and their counts (K,) int32."""
     for candidate in range(tl.program_id(0), tl.load(state_ptr + _ACCEPTED), tl.num_programs(0)):
         q = tl.load(candidate_points_ptr + candidate)
-        run_offsets, shifts, lengths, total = _ball_runs(cell_starts_ptr, point_keys_ptr, cells_ptr, q, dim_y, dim_z,
-                                                         reach, COLUMNS)
-        fg_kept = _ball_write(run_offsets, shifts, lengths, total, sorted_xyz_ptr, sorted_labels_ptr, ids_ptr,
-                              point_xyz_ptr, point_labels_ptr, num_points, q, radius2,
-                              tl.load(candidate_thresholds_ptr + candidate), fg_rows_ptr + candidate * max_fg, max_fg,
-                              True, COLUMNS, BLOCK)
+        fg_row_ptr = fg_rows_ptr + candidate * max_fg
+        bg_row_ptr = bg_rows_ptr + candidate * max_bg
         run_offsets, shifts, lengths, total = _ball_runs(cell_starts_ptr, point_keys_ptr, cells_ptr, q, dim_y, dim_z,
                                                          reach_bg, COLUMNS)
-        bg_row_ptr = bg_rows_ptr + candidate * max_bg
-        bg_kept = _ball_write(run_offsets, shifts, lengths, total, sorted_xyz_ptr, sorted_labels_ptr, ids_ptr,
-                              point_xyz_ptr, point_labels_ptr, num_points, q, radius2_bg, _NO_INDEX, bg_row_ptr,
-                              max_bg, False, COLUMNS, BLOCK)
+        fg_kept, bg_kept = _ball_write(run_offsets, shifts, lengths, total, sorted_xyz_ptr, sorted_labels_ptr,
+                                       ids_ptr, point_xyz_ptr, point_labels_ptr, num_points, q, radius2,
+                                       tl.load(candidate_thresholds_ptr + candidate), fg_row_ptr, max_fg, radius2_bg,
+                                       _NO_INDEX, bg_row_ptr, max_bg, True, COLUMNS, BLOCK)
         bg_threshold = _ball_threshold(run_offsets, shifts, lengths, total, sorted_xyz_ptr, sorted_labels_ptr,
                                        ids_ptr, point_xyz_ptr, point_labels_ptr, num_points, q, radius2_bg, bg_kept,
                                        max_bg, False, COLUMNS, BLOCK, DIGIT_BITS, DIGITS)
         if bg_threshold != _NO_INDEX:  # over the cap: the row holds the first max_bg in cell order, rewrite it
-            bg_kept = _ball_write(run_offsets, shifts, lengths, total, sorted_xyz_ptr, sorted_labels_ptr, ids_ptr,
-                                  point_xyz_ptr, point_labels_ptr, num_points, q, radius2_bg, bg_threshold, bg_row_ptr,
-                                  max_bg, False, COLUMNS, BLOCK)
+            _, bg_kept = _ball_write(run_offsets, shifts, lengths, total, sorted_xyz_ptr, sorted_labels_ptr, ids_ptr,
+                                     point_xyz_ptr, point_labels_ptr, num_points, q, radius2, _NO_INDEX, fg_row_ptr,
+                                     max_fg, radius2_bg, bg_threshold, bg_row_ptr, max_bg, False, COLUMNS, BLOCK)
         tl.store(fg_counts_ptr + candidate, fg_kept)
         tl.store(bg_counts_ptr + candidate, bg_kept)
 
@@ -540,8 +548,8 @@ def mine_candidates(xyz_m: torch.Tensor, labels: torch.Tensor, heat: torch.Tenso
         count = _steps_until_done(step, state, max_steps=-(-num // min(chunk, TILE)))
         _rows_kernel[programs](state, points, candidate_thresholds, *ball_arrays[1:7], xyz_m, labels, rows_fg,
                                counts_fg, rows_bg, counts_bg, num, grid.dims[1], grid.dims[2], float(radius2),
-                               float(np.float32(4) * radius2), radius / grid.cell_m, 2 * radius / grid.cell_m,
-                               max_fg, max_bg, **constexprs, **LAUNCH_OPTIONS)
+                               float(np.float32(4) * radius2), 2 * radius / grid.cell_m, max_fg, max_bg,
+                               **constexprs, **LAUNCH_OPTIONS)
     counts_fg, counts_bg = counts_fg[:count].long(), counts_bg[:count].long()
     return PaddedCandidates(points[:count].long(), counts_fg.clone(),
                             torch.sort(rows_fg[:count], dim=1).values.long(), counts_fg,
