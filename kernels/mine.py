@@ -39,12 +39,13 @@ Launches and host syncs. Each chunk after the first is a step of two launches (v
 next chunk), and the host cannot know which step ends the scan without reading the device. So it
 launches steps in batches, ``FIRST_BATCH`` and then twice as many each time (never more than the
 ``ceil(No / min(chunk, TILE))`` steps a scene can need: every chunk but the last decides at least
-that many positions), and reads the state (done, candidates accepted) once per batch; steps after
-the end find the state done and return at once. Launches: 1 + 2·(steps launched) + 1 (rows), plus
-the cell grid's and the rows' sorts. Host syncs: one per batch, the last of which also reads the
-candidate count, plus one for the scene's extent (to size the cell table). The synthetic rooms of
-the benchmarks (seed 0) end after 12 chunk launches at 150k points (61k object points) and 21 at
-1M (384k object points), 11-52 joiners per chunk: one batch, so two syncs in all.
+``min(chunk, TILE)`` positions), and reads the state (done, candidates accepted) once per batch;
+steps after the end find the state done and return at once. Triton launches: 1 + 2·(steps
+launched) + 1 (rows), besides torch's own for the setup (visit order, cell grid) and the rows'
+sorts. Host syncs: one per batch, the last of which also reads the candidate count, plus one for
+the scene's extent (to size the cell table). The synthetic rooms of the benchmarks (seed 0) end
+after 12 chunk launches at 150k points (61k object points) and 21 at 1M (384k object points),
+3-52 joiners per chunk: one batch, so two syncs in all.
 
 Extra memory: O(No) (grid arrays, visit order, visited flags) + O(chunk) + O(K · (max_fg + max_bg)).
 """
@@ -253,8 +254,9 @@ def _ball_write(run_offsets, shifts, lengths, total, sorted_xyz_ptr, sorted_labe
 
 @jit
 def _tile_distances(point_xyz_ptr, rows_q, row_live, columns_q, column_live):
-    """``d²`` (R, C) float32 between object points rows_q (R,) and columns_q (C,) int32, as the
-    reference evaluates it (the row point minus the column point)."""
+    """``d²`` (rows, columns) float32 between the object points rows_q (rows,) and columns_q
+    (columns,) int32 (masked lanes: live flags), as the reference evaluates it (the row point minus
+    the column point)."""
     dx = (tl.load(point_xyz_ptr + 3 * rows_q, mask=row_live, other=0.0)[:, None]
           - tl.load(point_xyz_ptr + 3 * columns_q, mask=column_live, other=0.0)[None, :])
     dy = (tl.load(point_xyz_ptr + 3 * rows_q + 1, mask=row_live, other=0.0)[:, None]
