@@ -4,14 +4,16 @@ Exact equality on every device: candidates in acceptance order, sizes, and every
 Mining makes only integer and comparison decisions on the reference's own float32 values: the scan
 heat and threshold are ``engine.encoding.scan_heat``'s (a minimum, an IEEE division and
 multiplies, which torch rounds alike on either device), d² is evaluated in the reference's order
-with floating-point contraction switched off for the kernel (``kernels.mine.LAUNCH_OPTIONS``:
+with floating-point contraction switched off for the kernels (``kernels.mine.LAUNCH_OPTIONS``:
 ``enable_fp_fusion=False``), and the local-maximum test divides with ``div_rn``. So the compiled
-kernel takes the reference's decisions bit for bit, as the interpreter does. Only a CUDA run
-exercises the barriers between the passes (no-ops in the interpreter).
+kernels take the reference's decisions bit for bit, as the interpreter does. Only a CUDA run
+exercises the chunk kernel's barriers (no-ops in the interpreter, which also runs the programs of
+a launch one after another).
 
 Cases with ``radix digits`` in their name run the cap selection with two radix digits (the choice
 for scenes under 2^22 object points) and with three (larger ones; the same indices, a leading zero
-digit), through ``forced_radix_digits``.
+digit), through ``forced_radix_digits``; those with ``chunks of`` decide a few positions per chunk
+instead of ``kernels.mine.CHUNK``, which must not change anything.
 """
 
 from __future__ import annotations
