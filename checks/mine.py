@@ -4,14 +4,16 @@ Exact equality on every device: candidates in acceptance order, sizes, and every
 Mining makes only integer and comparison decisions on the reference's own float32 values: the scan
 heat and threshold are ``engine.encoding.scan_heat``'s (a minimum, an IEEE division and
 multiplies, which torch rounds alike on either device), d² is evaluated in the reference's order
-with floating-point contraction switched off for the kernel (``kernels.mine.LAUNCH_OPTIONS``:
+with floating-point contraction switched off for the kernels (``kernels.mine.LAUNCH_OPTIONS``:
 ``enable_fp_fusion=False``), and the local-maximum test divides with ``div_rn``. So the compiled
-kernel takes the reference's decisions bit for bit, as the interpreter does. Only a CUDA run
-exercises the barriers between the passes (no-ops in the interpreter).
+kernels take the reference's decisions bit for bit, as the interpreter does. Only a CUDA run
+exercises the chunk kernel's barriers (no-ops in the interpreter, which also runs the programs of
+a launch one after another).
 
 Cases with ``radix digits`` in their name run the cap selection with two radix digits (the choice
 for scenes under 2^22 object points) and with three (larger ones; the same indices, a leading zero
-digit), through ``forced_radix_digits``.
+digit), through ``forced_radix_digits``; those with ``chunks of`` decide a few positions per chunk
+instead of ``kernels.mine.CHUNK``, which must not change anything.
 """
 
 from __future__ import annotations
@@ -45,9 +47,10 @@ def forced_radix_digits(digits: int) -> Iterator[None]:
 
 
 def mine_both(check: Check, device: torch.device, xyz: np.ndarray, labels: np.ndarray, heat: np.ndarray,
-              **limits: int) -> encoding.Candidates:
-    """Mine with the reference (host) and the kernel (on ``device``), compare every field exactly,
-    and return the reference's candidates. xyz (No, 3), labels (No,) int, heat (No,) softmax."""
+              chunk: int = mine.CHUNK, **limits: int) -> encoding.Candidates:
+    """Mine with the reference (host) and the kernels (on ``device``, ``chunk`` positions per
+    chunk), compare every field exactly, and return the reference's candidates. xyz (No, 3),
+    labels (No,) int, heat (No,) softmax."""
     xyz_t = torch.as_tensor(xyz, dtype=torch.float32)
     labels_t = torch.as_tensor(labels, dtype=torch.int64)
     heat_t = torch.as_tensor(heat, dtype=torch.float32)
@@ -55,7 +58,7 @@ def mine_both(check: Check, device: torch.device, xyz: np.ndarray, labels: np.nd
     want = encoding.mine_candidates(xyz_t.numpy(), labels_t.numpy(), scan, thres, **limits)
     device_scan, device_thres = encoding.scan_heat(heat_t.to(device))
     got = padded_to_host(mine.mine_candidates(xyz_t.to(device), labels_t.to(device), device_scan, device_thres,
-                                              **limits))
+                                              chunk=chunk, **limits))
     for field in FIELDS:
         check.equal(field, getattr(got, field), getattr(want, field))
     return want
@@ -150,6 +153,23 @@ def rejected_visit(check: Check, device: torch.device) -> None:
     check.equal("reference foreground of r", want.fg_points[want.fg_owner == 1], [r])
 
 
+@CASES("a chunk that stops at K joiners hands its undecided members on")
+def joiner_limit(check: Check, device: torch.device) -> None:
+    """22 copies, 5 m apart, of the rejected-visit triple (a at x = 0, p at 0.25, q at 0.5; heat
+    1.0, 0.9, 0.3), then 50 isolated points (heat 0.1). The first tile of the first chunk (a's,
+    p's, then 20 q's) has 42 joiners, past the K - 0 = 23 still missing, so the chunk stops there;
+    but the q's are rejected, and the 23rd candidate is the first isolated point, after the last
+    two q's, which the next chunk must take up."""
+    copies, isolated = 22, 50
+    triple = np.array([[0.0, 0, 0], [0.25, 0, 0], [0.5, 0, 0]])
+    shifts = np.stack([np.zeros(copies), np.arange(copies) * 5.0, np.zeros(copies)], axis=1)
+    xyz = np.concatenate([(triple[:, None] + shifts[None]).reshape(-1, 3),  # a's, then p's, then q's
+                          np.stack([np.arange(isolated) * 5.0, np.full(isolated, -20.0), np.zeros(isolated)], 1)])
+    heat = np.repeat([1.0, 0.9, 0.3, 0.1], [copies, copies, copies, isolated]).astype(np.float32)
+    want = mine_both(check, device, xyz, np.zeros(len(xyz), np.int64), heat / heat.sum(), max_candidates=23)
+    check.equal("the a's, then the first isolated point", want.points, np.append(np.arange(copies), 3 * copies))
+
+
 @CASES("points exactly at R and 2R are outside")
 def points_at_r_and_2r(check: Check, device: torch.device) -> None:
     """A cross of points at 0, ±R, ±2R on each axis (d² == R² and == 4R² exactly in float32),
@@ -183,6 +203,34 @@ def overlapping_chain(check: Check, device: torch.device, spacing_m: float) -> N
     labels = np.arange(num) // 3 % 2
     want = mine_both(check, device, xyz, labels, softmax_heat(rng, num), max_candidates=150)
     check.that("the candidate limit ends the scan", want.points.size == 150, str(want.points.size))
+
+
+@CASES("a chain visited in its own order: {heat_kind} heat", heat_kind=["falling", "tied"])
+def chain_in_order(check: Check, device: torch.device, heat_kind: str) -> None:
+    """A far point, then 200 points on a line 0.2 m apart visited from one end (heat falling along
+    the line, or equal: the index order): each chain point's only earlier neighbour is the one
+    before it, so a tile's rounds decide one or two members each (the longest dependency inside a
+    tile), and every other chain point is a candidate. The far point shifts the chain by one
+    member, so each tile ends with a joiner whose neighbour opens the next tile. Labels alternate:
+    every foreground is the point itself."""
+    num = 200
+    xyz = np.concatenate([np.stack([np.arange(num) * 0.2, np.zeros(num), np.zeros(num)], axis=1), [[-10.0, 0, 0]]])
+    heat = np.append(np.linspace(1.0, 0.5, num) if heat_kind == "falling" else np.ones(num), 2.0)
+    want = mine_both(check, device, xyz, np.arange(num + 1) % 2, (heat / heat.sum()).astype(np.float32))
+    check.equal("the far point, then every other chain point", want.points, np.append(num, np.arange(0, num, 2)))
+
+
+@CASES("chunks of {chunk} position(s) give the same result", chunk=[1, 5, 100])
+def small_chunks(check: Check, device: torch.device, chunk: int) -> None:
+    """A 150-point chain (0.2 m apart, slight jitter) with random heat in two levels, decided a few
+    positions at a time: chunk edges cut the chain's dependencies, a chunk of 100 ends mid-tile,
+    and one position per chunk runs more steps than the first batch of launches (a second batch)."""
+    rng = np.random.default_rng(chunk)
+    num = 150
+    xyz = np.stack([np.arange(num) * 0.2, rng.random(num) * 0.01, np.zeros(num)], axis=1)
+    want = mine_both(check, device, xyz, np.arange(num) // 3 % 2, softmax_heat(rng, num, levels=2), chunk=chunk)
+    check.that("more candidates than the first batch has steps", want.points.size > mine.FIRST_BATCH,
+               str(want.points.size))
 
 
 @CASES("exact heat ties: {levels} level(s)", levels=[1, 2])

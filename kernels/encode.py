@@ -1,6 +1,6 @@
 """Encoding kernels (SPEC §4–7): mining, candidate description, fused merge scores, greedy merge.
 
-* ``mine_scene``: the LN-NMS scan as one persistent single-program kernel (``kernels.mine``).
+* ``mine_scene``: the LN-NMS scan as parallel chunks of the heat order (``kernels.mine``).
 * ``describe_candidates``: one launch, one program per candidate; each candidate's fg/bg entries
   are the filled prefix of its row (``PaddedCandidates``), pooled in blocks of entries.
 * ``merge_probabilities``: one program per (candidate i, block of candidates j >= i) computes
