@@ -21,24 +21,31 @@ from engine.pictures.summary import InstanceSummary
 CHROMIUM_FLAGS = ["--enable-unsafe-swiftshader", "--use-angle=swiftshader"]  # WebGL without a GPU
 COLOUR_TOLERANCE = 24  # per channel: WebGL anti-aliasing blends marker edges with the background
 LOAD_TIMEOUT_MS = 120_000  # software WebGL on a busy 2-core machine
+APT_TIMEOUT_S = 180  # per apt-get command (about 30 s on this project's machines)
 
 
 def _chromium() -> str:
-    """The chromium executable; apt-get installs Debian's when missing and we are root."""
+    """The chromium executable; apt-get installs Debian's when missing and we are root (within
+    ``APT_TIMEOUT_S`` a command, so a slow mirror cannot eat the suite's time: then it skips)."""
     found = shutil.which("chromium") or shutil.which("chromium-browser")
     if found:
         return found
     if os.geteuid() != 0 or shutil.which("apt-get") is None:
         pytest.skip("chromium is not installed and this process cannot apt-get install it (not root or no apt)")
-    for command in (["apt-get", "install", "-y", "--no-install-recommends", "chromium"], ["apt-get", "update"],
-                    ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]):
-        done = subprocess.run(command, capture_output=True, text=True, timeout=600,
-                              env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
-        if command[1] == "install" and done.returncode == 0:
+    install = ["apt-get", "install", "-y", "--no-install-recommends", "chromium"]
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    problem = ""
+    for command in (install, ["apt-get", "update"], install):  # an empty package list needs the update
+        try:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=APT_TIMEOUT_S, env=env)
+        except subprocess.TimeoutExpired:
+            pytest.skip(f"{' '.join(command)} took over {APT_TIMEOUT_S} s: chromium not installed")
+        problem = (done.stderr.strip().splitlines() or [""])[-1]
+        if command == install and done.returncode == 0:
             break
     found = shutil.which("chromium")
     if not found:
-        pytest.skip(f"apt-get could not install chromium: {done.stderr.strip().splitlines()[-1:]}")
+        pytest.skip(f"apt-get could not install chromium: {problem}")
     return found
 
 
