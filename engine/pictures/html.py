@@ -21,7 +21,7 @@ import numpy as np
 from engine.atomic import atomic_file
 from engine.pictures.caption import Caption
 from engine.pictures.palette import UNASSIGNED_RGB, class_colors, hex_colors
-from engine.pictures.summary import InstanceSummary
+from engine.pictures.summary import InstanceSummary, drawn_points
 
 __all__ = ["DISPLAY_POINTS", "render_instances_html", "viewer_figure"]
 
@@ -48,8 +48,7 @@ def viewer_figure(xyz: np.ndarray, summary: InstanceSummary, *, scene: str, capt
     points, trace i + 1 instance i. xyz (N, 3) float metres."""
     import plotly.graph_objects as go
 
-    num_points = xyz.shape[0]
-    shown = _display_subset(num_points, max_points)
+    shown = drawn_points(xyz.shape[0], max_points)
     xyz_shown = np.asarray(xyz[shown], dtype=np.float64)
     origin = np.floor(xyz_shown.min(axis=0)) if shown.size and np.abs(xyz_shown).max() > _FAR_M else np.zeros(3)
     xyz_shown = (xyz_shown - origin).astype(np.float32)
@@ -91,13 +90,6 @@ def viewer_figure(xyz: np.ndarray, summary: InstanceSummary, *, scene: str, capt
             ]}],
     )
     return figure
-
-
-def _display_subset(num_points: int, max_points: int) -> np.ndarray:
-    """(n,) int64 indices of the points drawn: all, or a fixed-seed random subset of ``max_points``."""
-    if num_points <= max_points:
-        return np.arange(num_points)
-    return np.sort(np.random.default_rng(0).choice(num_points, size=max_points, replace=False))
 
 
 def _points(go, xyz: np.ndarray, name: str, colour: str, hover: str):

@@ -20,7 +20,7 @@ import numpy as np
 
 from engine.atomic import atomic_file
 from engine.pictures.caption import Caption
-from engine.pictures.summary import InstanceSummary
+from engine.pictures.summary import InstanceSummary, drawn_points
 
 __all__ = ["instances_figure", "render_instances_png"]
 
@@ -56,11 +56,7 @@ def instances_figure(xyz: np.ndarray, summary: InstanceSummary, *, scene: str, c
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    num_points = xyz.shape[0]
-    if num_points > max_points:
-        keep = np.sort(np.random.default_rng(0).choice(num_points, size=max_points, replace=False))
-    else:
-        keep = np.arange(num_points)
+    keep = drawn_points(xyz.shape[0], max_points)
     pts = np.asarray(xyz[keep], dtype=np.float64)
     palette = np.concatenate((summary.colors, np.array([UNASSIGNED_PNG_RGB], np.uint8)))
     colours = palette[summary.instance[keep]]  # (n, 3) uint8; -1 picks the grey

@@ -10,7 +10,7 @@ import numpy as np
 from engine.classes import CLASS_NAMES, NYU40_IDS
 from engine.pictures.palette import instance_colors
 
-__all__ = ["InstanceSummary", "instance_per_point"]
+__all__ = ["InstanceSummary", "drawn_points", "instance_per_point"]
 
 _NYU40_TO_NAME = dict(zip(NYU40_IDS, CLASS_NAMES, strict=True))
 
@@ -22,6 +22,14 @@ def instance_per_point(masks: np.ndarray, num_points: int) -> np.ndarray:
     first = masks.argmax(axis=0).astype(np.int32)
     first[~masks.any(axis=0)] = -1
     return first
+
+
+def drawn_points(num_points: int, max_points: int) -> np.ndarray:
+    """(n,) int64 indices of the points a picture draws: all, or a fixed-seed random subset of
+    ``max_points`` (the same every time, in index order)."""
+    if num_points <= max_points:
+        return np.arange(num_points)
+    return np.sort(np.random.default_rng(0).choice(num_points, size=max_points, replace=False))
 
 
 @dataclass(frozen=True)
