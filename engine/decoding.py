@@ -7,7 +7,7 @@ and coordinate p_n (3,):
 
 W1_i [f, p - c] = W1_i [f, p] - W1p_i c, so the first layer of every instance is one GEMM of
 ``[f, p]`` (N, 19) with the stacked W1 (19, 16·I), the centre folded into the bias, the ReLU fused
-(oneDNN on CPU, ``linear_relu``). Its hidden columns are unit-major (column k·I + i: unit k of
+(oneDNN on CPU, ``engine.onednn.linear_relu``). Its hidden columns are unit-major (column k·I + i: unit k of
 instance i), so the second layer is a sum of 16 contiguous (n, I) slices weighted by W2 that lands
 point-major, the layout post-processing reads, with no transpose.
 
@@ -20,9 +20,9 @@ is still in cache (post-processing's first pass over the masks, SPEC §9).
 from __future__ import annotations
 
 import torch
-from torch.nn import functional as F
 
 from engine.model import EMBED
+from engine.onednn import linear_relu
 from engine.postprocess import OTSU_LEVELS, level_counts
 from engine.worker_threads import run_blocks
 
@@ -30,24 +30,6 @@ HIDDEN = EMBED  # hidden channels of the dynamic conv
 IN_CHANNELS = EMBED + 3
 CHUNK_POINTS = 128  # hidden (128, 16·150) float32 = 1.2 MB: about one core's L2 (measured best here)
 BLOCK_POINTS = 1024  # points per task of a worker thread (and per histogram update)
-
-
-def _onednn_linear_available() -> bool:
-    try:
-        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    except (AttributeError, RuntimeError):
-        return False
-
-
-_ONEDNN_LINEAR = _onednn_linear_available()
-
-
-def linear_relu(rows: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``relu(rows (R, Cin) @ weight.T (Cout, Cin) + bias (Cout,))`` -> (R, Cout): one oneDNN GEMM
-    with the ReLU fused on CPU float32 (2-4x MKL's rate on these K = 19 shapes here), else torch."""
-    if _ONEDNN_LINEAR and rows.device.type == "cpu" and rows.dtype == torch.float32:
-        return torch.ops.mkldnn._linear_pointwise(rows, weight, bias, "relu", [], "")
-    return F.linear(rows, weight, bias).relu_()
 
 
 def split_parameters(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

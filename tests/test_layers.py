@@ -9,7 +9,7 @@ source with ``ast``, so nothing is executed). Layers, top down:
 * the seam: ``engine.session`` builds a ``Session`` (backbone x kernels); ``engine.pipeline`` runs it;
 * the stages and their backends: ``engine.backbone``, ``engine.encoding``, ..., ``kernels``, ``export``;
 * leaves: ``engine.errors``, ``engine.classes``, ``engine.budget``, ``engine.atomic``,
-  ``engine.environment``, ``engine.host_allocator``, ``engine.worker_threads``.
+  ``engine.environment``, ``engine.host_allocator``, ``engine.worker_threads``, ``engine.onednn``.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGES = ("engine", "kernels", "export", "profiling", "checks")
 LEAVES = ("engine.errors", "engine.classes", "engine.budget", "engine.atomic", "engine.environment",
-          "engine.host_allocator", "engine.worker_threads")
+          "engine.host_allocator", "engine.worker_threads", "engine.onednn")
 COMMANDS = ("engine.run", "engine.eval", "engine.prepare_gt", "engine.batch", "export.onnx", "profiling")
 
 

@@ -23,9 +23,8 @@ per offset), so each ``index_add_`` touches distinct rows, and offsets are added
 identity offset first: the same bits every run, on any thread count, on CPU and CUDA alike (no two
 additions race).
 
-The GEMM: on CPU, torch's oneDNN linear (``torch.ops.mkldnn._linear_pointwise``) where this torch
-build has it; it ran at 1.2–1.5x ``torch.mm``'s rate on the DKNet layer shapes on an AMD Zen 5
-(MKL's generic path). Elsewhere ``torch.nn.functional.linear``.
+The GEMM: ``engine.onednn.linear`` (torch's oneDNN linear on CPU, 1.2–1.5x ``torch.mm``'s rate on
+the DKNet layer shapes on an AMD Zen 5; elsewhere ``torch.nn.functional.linear``).
 """
 
 from __future__ import annotations
@@ -33,25 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torch.nn import functional as F
 
-
-def _onednn_linear_available() -> bool:
-    try:
-        return torch.backends.mkldnn.is_available() and hasattr(torch.ops.mkldnn, "_linear_pointwise")
-    except (AttributeError, RuntimeError):
-        return False
-
-
-_ONEDNN_LINEAR = _onednn_linear_available()
-
-
-def linear(rows: torch.Tensor, weight_t: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
-    """``rows (R, Cin) @ weight_t.T (+ bias)`` -> (R, Cout), weight_t (Cout, Cin) contiguous; oneDNN
-    on CPU float32 when available (see the module docstring), else ``F.linear``."""
-    if _ONEDNN_LINEAR and rows.device.type == "cpu" and rows.dtype == torch.float32 and rows.shape[0]:
-        return torch.ops.mkldnn._linear_pointwise(rows, weight_t, bias, "none", [], "")
-    return F.linear(rows, weight_t, bias)
+from engine.onednn import linear
 
 
 @dataclass(frozen=True)

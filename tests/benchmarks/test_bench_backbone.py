@@ -20,9 +20,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.backbone.sparse_conv import linear
 from engine.checkpoint import randomize_weights
 from engine.model import build_model
+from engine.onednn import linear
 from engine.preprocess import voxelize
 from engine.session import build_backbone
 from engine.synthetic import generate_scene
