@@ -42,6 +42,7 @@ from engine.pictures.png import render_instances_png
 from engine.pictures.summary import InstanceSummary, instance_per_point
 
 __all__ = [
+    "scene_files",
     "write_instance_ply",
     "write_scannet_submission",
     "write_scene_outputs",
@@ -140,6 +141,13 @@ def write_instance_ply(
     return path
 
 
+def scene_files(scene: str, png: bool = True, html: bool = False) -> list[str]:
+    """The files :func:`write_scene_outputs` writes for ``scene`` beside its mask files:
+    ``[<scene>.txt, <scene>_instances.ply, (<scene>.png), (<scene>.html)]``."""
+    return [f"{scene}.txt", f"{scene}_instances.ply", *([f"{scene}.png"] if png else []),
+            *([f"{scene}.html"] if html else [])]
+
+
 def write_scene_outputs(
     out_dir: os.PathLike | str,
     scene: str,
@@ -157,16 +165,14 @@ def write_scene_outputs(
     ``<scene>.png`` / ``<scene>.html`` when ``png`` / ``html``.
 
     ``caption`` (the weights, what ran) is stated by the pictures; random weights also go into the
-    PLY header. Returns ``[<scene>.txt, <scene>_instances.ply, (<scene>.png), (<scene>.html)]`` under
-    ``out_dir``; the per-instance mask files are in ``out_dir/predicted_masks/`` and listed in
-    ``<scene>.txt``.
+    PLY header. Returns the paths of :func:`scene_files` under ``out_dir``; the per-instance mask
+    files are in ``out_dir/predicted_masks/`` and listed in ``<scene>.txt``.
     """
     out_dir = Path(out_dir)
     xyz = _check_xyz(xyz)
     masks, nyu40_ids, scores = _check_instances(scene, masks, nyu40_ids, scores)
     masks = _check_masks(masks, xyz.shape[0])
-    txt_name, ply_name = f"{scene}.txt", f"{scene}_instances.ply"
-    pictures = [name for name, wanted in ((f"{scene}.png", png), (f"{scene}.html", html)) if wanted]
+    txt_name, ply_name, *pictures = scene_files(scene, png, html)
     note = caption.weights if caption is not None and caption.random_weights else None
 
     with _staging_dir(out_dir, scene) as staging:
@@ -180,7 +186,7 @@ def write_scene_outputs(
         # mask files, then the PLY and pictures, and the summary that references the masks last
         _commit(staging, out_dir, submission[:-1] + [ply_name, *pictures, submission[-1]])
     _remove_stale_masks(out_dir, scene, masks.shape[0])
-    return [out_dir / txt_name, out_dir / ply_name, *(out_dir / name for name in pictures)]
+    return [out_dir / name for name in (txt_name, ply_name, *pictures)]
 
 
 # ----------------------------------------------------------------------------------------------

@@ -245,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args) -> int:
     from rich.console import Console
 
+    from engine.outputs import scene_files
+
     console = Console()
     started = time.perf_counter()
     try:
@@ -277,9 +279,8 @@ def _run(args) -> int:
             print_warning(warning)
         _print_report(console, name, stage_ms, notes,
                       f"backbone {result.backbone}, later stages on {kernels_description(session)}", session.device)
-        png, html = pictures_of(args)
-        written = [f"{name}_instances.ply", *([f"{name}.png"] if png else []), *([f"{name}.html"] if html else [])]
-        console.print(f"wrote {args.out / (name + '.txt')}, {', '.join(written)}" + (f" ({note})" if note else ""),
+        summary_file, *others = scene_files(name, *pictures_of(args))
+        console.print(f"wrote {args.out / summary_file}, {', '.join(others)}" + (f" ({note})" if note else ""),
                       markup=False)
         if running is not None:
             try:

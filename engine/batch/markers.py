@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 
 from engine.atomic import atomic_file
+from engine.outputs import scene_files
 
 __all__ = ["MARKER_DIR", "completed_record", "mark_complete"]
 
@@ -21,9 +22,7 @@ def _marker(out_dir: Path, scene: str) -> Path:
 
 
 def _outputs(out_dir: Path, scene: str, pictures: tuple[bool, bool]) -> list[Path]:
-    png, html = pictures
-    return [out_dir / f"{scene}.txt", out_dir / f"{scene}_instances.ply",
-            *([out_dir / f"{scene}.png"] if png else []), *([out_dir / f"{scene}.html"] if html else [])]
+    return [out_dir / name for name in scene_files(scene, *pictures)]
 
 
 def mark_complete(out_dir: Path, scene: str, record: dict) -> None:
