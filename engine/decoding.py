@@ -43,6 +43,14 @@ def split_parameters(theta: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, t
     return w1, b1, w2, b2
 
 
+def centred_parameters(theta: torch.Tensor, centres_m: torch.Tensor
+                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``split_parameters`` with each centre folded into the first layer's bias:
+    W1 (I, 16, 19), b1 - W1p c (I, 16), W2 (I, 16), b2 (I,) for the inputs ``[f, p]``."""
+    w1, b1, w2, b2 = split_parameters(theta)
+    return w1, b1 - torch.einsum("ihk,ik->ih", w1[:, :, EMBED:], centres_m), w2, b2
+
+
 def decode_masks(theta: torch.Tensor, mask_features: torch.Tensor, xyz_m: torch.Tensor,
                  centres_m: torch.Tensor, chunk_points: int = CHUNK_POINTS) -> torch.Tensor:
     """Soft masks of all instances.
@@ -74,8 +82,7 @@ def _decode(theta: torch.Tensor, mask_features: torch.Tensor, xyz_m: torch.Tenso
     counts = None if levels is None else torch.zeros(count * levels, dtype=torch.int64, device=device)
     if count == 0 or num_points == 0:
         return masks, counts
-    w1, b1, w2, b2 = split_parameters(theta)
-    bias = b1 - torch.einsum("ihk,ik->ih", w1[:, :, EMBED:], centres_m)  # (I, 16)
+    w1, bias, w2, b2 = centred_parameters(theta, centres_m)
     weight = w1.transpose(0, 1).reshape(HIDDEN * count, IN_CHANNELS).contiguous()  # row k·I + i
     bias = bias.t().reshape(HIDDEN * count).contiguous()
     w2_units = w2.t().contiguous()  # (16, I)

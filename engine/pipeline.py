@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from engine import encoding
+from engine.c_kernels import decode as c_decode
 from engine.classes import NYU40_IDS
 from engine.decoding import decode_masks_and_histograms
 from engine.model import DKNet, PointOutputs
@@ -47,8 +48,11 @@ MaskFactory = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
 
 def stored_masks(theta: torch.Tensor, mask_features: torch.Tensor, xyz_m: torch.Tensor,
                  centres_m: torch.Tensor) -> StoredMasks:
-    """SPEC §8 in torch: the soft masks (N, I) float32 of all instances, computed and stored, with
-    their Otsu histograms (SPEC §9) counted on the way."""
+    """SPEC §8: the soft masks (N, I) float32 of all instances, computed and stored, with their Otsu
+    histograms (SPEC §9) counted on the way; on CPU by the fused C kernel (``engine.c_kernels.decode``)
+    where it builds, else in torch."""
+    if c_decode.runs_on(theta.device):
+        return StoredMasks(*c_decode.decode_masks_and_histograms(theta, mask_features, xyz_m, centres_m))
     return StoredMasks(*decode_masks_and_histograms(theta, mask_features, xyz_m, centres_m))
 
 

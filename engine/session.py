@@ -142,7 +142,12 @@ def later_stages(kernels: str, device):
 def kernels_description(session) -> str:
     """How the later stages run, for reports."""
     if session.kernels.name == "torch":
-        return "PyTorch"
+        if session.device.type != "cpu":
+            return "PyTorch"
+        from engine.c_kernels.decode import unavailable_reason
+
+        reason = unavailable_reason()
+        return "PyTorch, C decoding kernel" if reason is None else f"PyTorch (C decoding kernel off: {reason})"
     from kernels._triton import INTERPRETER
 
     return "Triton interpreter (slow; CPU testing only)" if INTERPRETER else "Triton (compiled)"

@@ -5,11 +5,13 @@ outputs (computed once per size). The decoding group carries its arithmetic floo
 same run: a float32 matmul with the decoding's multiply-adds, so decoding / floor is a
 side-by-side ratio. The RTX 3090 budget of each stage is in ``extra_info``.
 
-Group ``decoding-2m``: decoding as the pipeline runs it (masks and Otsu histograms,
-``decode_masks_and_histograms``) on a 2M-point scene with I = 150 instances, beside its floor:
-oneDNN GEMMs (the native backbone's ``linear``) doing the same multiply-adds. Its inputs are seeded
-random tensors of the decoding's shapes (a 2M-point backbone run takes minutes on CPU; decoding's
-work does not depend on the values).
+Decoding runs both ways: the fused C kernel the CPU pipeline runs (``engine.c_kernels.decode``) and
+the PyTorch reference (``engine.decoding``), each with its Otsu histograms.
+
+Group ``decoding-2m``: decoding (masks and Otsu histograms) on a 2M-point scene with I = 150
+instances, beside its floor: oneDNN GEMMs (the native backbone's ``linear``) doing the same
+multiply-adds. Its inputs are seeded random tensors of the decoding's shapes (a 2M-point backbone
+run takes minutes on CPU; decoding's work does not depend on the values).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import torch
 
 from engine.backbone.sparse_conv import linear
 from engine.budget import RTX3090_BUDGET_MS
+from engine.c_kernels import decode as c_decode
 from engine.checkpoint import randomize_weights
 from engine.decoding import decode_masks_and_histograms
 from engine.model import build_model
@@ -67,15 +70,25 @@ def test_encoding(benchmark, model, scene):
     benchmark.extra_info["candidates"] = int(result.candidates.points.size)
 
 
+DECODERS = {"c_kernel": c_decode.decode_masks_and_histograms, "torch": decode_masks_and_histograms}
+c_kernel_only = pytest.mark.skipif(c_decode.unavailable_reason() is not None,
+                                   reason=f"C kernel unavailable: {c_decode.unavailable_reason()}")
+
+
+@pytest.mark.parametrize("decoder", [pytest.param("c_kernel", marks=c_kernel_only), "torch"])
 @pytest.mark.parametrize("instances", [100, 150])
 @pytest.mark.benchmark(group="decoding")
-def test_decoding(benchmark, scene, instances):
+def test_decoding(benchmark, scene, instances, decoder):
+    """Decoding with its Otsu histograms: the fused C kernel (what the CPU pipeline runs) and the
+    PyTorch reference."""
     size, backbone, encoded, _ = scene
     subset = _first_instances(encoded, instances)
     count = int(subset.theta.shape[0])
+    xyz_m = backbone.vox.xyz_m
+    inputs = (subset.theta, backbone.points.mask_features, xyz_m, xyz_m[subset.instance_centers])
     benchmark.extra_info.update(budget_ms=RTX3090_BUDGET_MS["decoding"], instances=count,
                                 gflop=decoding_flops(size, count) / 1e9)
-    benchmark.pedantic(run_decoding, args=(backbone, subset), rounds=5, warmup_rounds=1)
+    benchmark.pedantic(DECODERS[decoder], args=inputs, rounds=5, warmup_rounds=1)
 
 
 @pytest.mark.parametrize("instances", [100, 150])
@@ -110,11 +123,12 @@ def decoding_inputs_2m() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torc
             xyz_m[torch.randperm(MILLION_SCENE_POINTS, generator=g)[:MILLION_SCENE_INSTANCES]])
 
 
+@pytest.mark.parametrize("decoder", [pytest.param("c_kernel", marks=c_kernel_only), "torch"])
 @pytest.mark.benchmark(group="decoding-2m")
-def test_decoding_2m(benchmark, decoding_inputs_2m):
+def test_decoding_2m(benchmark, decoding_inputs_2m, decoder):
     benchmark.extra_info.update(points=MILLION_SCENE_POINTS, instances=MILLION_SCENE_INSTANCES,
                                 gflop=decoding_flops(MILLION_SCENE_POINTS, MILLION_SCENE_INSTANCES) / 1e9)
-    benchmark.pedantic(decode_masks_and_histograms, args=decoding_inputs_2m, rounds=3, warmup_rounds=1)
+    benchmark.pedantic(DECODERS[decoder], args=decoding_inputs_2m, rounds=3, warmup_rounds=1)
 
 
 @pytest.mark.benchmark(group="decoding-2m")

@@ -1,0 +1,133 @@
+"""The fused C decoding kernel (``engine.c_kernels``) against the PyTorch reference, and its build."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from engine import encoding
+from engine.c_kernels import build
+from engine.c_kernels import decode as c_decode
+from engine.decoding import decode_masks_and_histograms
+from engine.pipeline import (
+    LaterStages,
+    run_backbone,
+    run_decoding,
+    run_encoding,
+    run_post_processing,
+    stored_masks,
+)
+from engine.postprocess import StoredMasks, level_counts, otsu_histograms
+from engine.scene_io import read_scene
+from engine.session import build_backbone
+from tests.test_decoding import literal_masks
+
+REAL_SCENE = Path(__file__).resolve().parents[2] / "shared" / "scannet" / "scene0000_01_vh_clean_2.ply"
+
+# Both paths sum in float32 in different orders (the kernel: channel by channel, then unit by unit;
+# the literal transcription: one GEMV per instance, p - c formed first), so a logit differs by a few
+# ulps of the largest partial sum (|logit| reaches ~30 here: ulp 2e-6) and a mask by at most a quarter
+# of that (the sigmoid's slope). Measured: max 2.0e-6 over these cases. 1e-5 leaves room for other
+# compilers' contraction choices and is 1/1000 of an Otsu level's width.
+ATOL = 1e-5
+
+pytestmark = pytest.mark.skipif(c_decode.unavailable_reason() is not None,
+                                reason=f"C kernel unavailable: {c_decode.unavailable_reason()}")
+
+
+def random_inputs(count: int, points: int, seed: int):
+    """theta (I, 337), mask features (N, 16), xyz_m (N, 3), centres_m (I, 3)."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(count, 337, generator=g) * 0.5, torch.randn(points, 16, generator=g),
+            torch.randn(points, 3, generator=g) * 3, torch.randn(count, 3, generator=g) * 3)
+
+
+@pytest.mark.parametrize("count,points", [(0, 7), (1, 0), (1, 1), (3, 15), (2, 17), (5, 1537), (17, 4099),
+                                          (150, 2049), (300, 33)])
+def test_masks_match_the_literal_transcription(count, points):
+    inputs = random_inputs(count, points, seed=count * 7919 + points)
+    masks, histograms = c_decode.decode_masks_and_histograms(*inputs)
+    assert masks.shape == (points, count) and masks.dtype == torch.float32
+    assert histograms.shape == (count, 100) and histograms.dtype == torch.int64
+    torch.testing.assert_close(masks, literal_masks(*inputs).t(), rtol=0, atol=ATOL)
+    assert torch.equal(histograms, otsu_histograms(masks))  # exact: counted from these masks
+
+
+def test_masks_match_the_torch_path_on_a_large_block_count():
+    inputs = random_inputs(40, 3 * c_decode.BLOCK_POINTS + 5, seed=3)
+    masks, histograms = c_decode.decode_masks_and_histograms(*inputs)
+    reference, _ = decode_masks_and_histograms(*inputs)
+    torch.testing.assert_close(masks, reference, rtol=0, atol=ATOL)
+    assert torch.equal(histograms, otsu_histograms(masks)) and histograms.sum() == masks.numel()
+
+
+def test_levels_at_the_level_edges_equal_the_reference_codes():
+    """count_levels against ``level_counts`` on values at and one ulp around every level edge."""
+    edges = torch.arange(101, dtype=torch.float32) / 100
+    values = torch.cat((edges, torch.nextafter(edges, torch.tensor(2.0)), torch.nextafter(edges, torch.tensor(-1.0))))
+    values = values.clamp(0, 1)
+    masks = values.view(-1, 1).repeat(1, 3).contiguous()  # three instances, 303 points
+    counts = torch.zeros(3 * 100, dtype=torch.int64)
+    c_decode._library().count_levels(masks.data_ptr(), masks.shape[0], 3, 100, counts.data_ptr())
+    assert torch.equal(counts, level_counts(masks))
+
+
+def test_pipeline_decodes_with_the_kernel_and_the_switch_turns_it_off(monkeypatch):
+    inputs = random_inputs(4, 300, seed=1)
+    assert c_decode.runs_on(torch.device("cpu"))
+    kernel = stored_masks(*inputs)
+    torch.testing.assert_close(kernel.masks, c_decode.decode_masks_and_histograms(*inputs)[0], rtol=0, atol=0)
+    monkeypatch.setenv(c_decode.SWITCH, "0")
+    assert not c_decode.runs_on(torch.device("cpu"))
+    assert c_decode.unavailable_reason() == "DKNET_C_KERNELS=0"
+    assert torch.equal(stored_masks(*inputs).masks, decode_masks_and_histograms(*inputs)[0])
+
+
+def test_build_is_cached_and_a_missing_compiler_is_one_line(monkeypatch, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    build.load_library("decode")
+    built = sorted(build.cache_dir().glob("decode-*.so"))
+    assert len(built) == 1 and build.cache_dir().is_relative_to(tmp_path)
+    stamp = built[0].stat().st_mtime_ns
+    build.load_library("decode")  # cached: not compiled again
+    assert built[0].stat().st_mtime_ns == stamp and sorted(build.cache_dir().glob("*")) == built
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "empty"))
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-compiler"))
+    with pytest.raises(build.BuildError, match="did not run") as failure:
+        build.load_library("decode")
+    assert "\n" not in str(failure.value)
+    assert not list(build.cache_dir().glob("*"))  # no partial library left behind
+
+
+def test_a_compile_error_names_the_source(monkeypatch, tmp_path):
+    broken = tmp_path / "broken.c"
+    broken.write_text("int f( {\n")
+    monkeypatch.setattr(build, "SOURCE_DIR", tmp_path)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    with pytest.raises(build.BuildError, match="failed on broken.c") as failure:
+        build.load_library("broken")
+    assert "\n" not in str(failure.value)
+    assert not list(build.cache_dir().glob("*"))
+
+
+def reference_stages() -> LaterStages:
+    return LaterStages("torch", encoding, lambda *inputs: StoredMasks(*decode_masks_and_histograms(*inputs)))
+
+
+@pytest.mark.skipif(not REAL_SCENE.is_file(), reason=f"real ScanNet scene not found at {REAL_SCENE}")
+def test_same_instances_as_the_torch_decoding_on_a_real_scannet_scene(random_model):
+    scene = read_scene(REAL_SCENE)
+    cpu = torch.device("cpu")
+    with torch.no_grad():
+        backbone = run_backbone(build_backbone("native", random_model, cpu), scene.xyz, scene.rgb, cpu)
+        encoded = run_encoding(random_model, backbone)
+        assert encoded.theta.shape[0] > 1, "the case must have several instances"
+        ours = run_post_processing(run_decoding(backbone, encoded), backbone, None)
+        ref = run_post_processing(run_decoding(backbone, encoded, reference_stages()), backbone, None)
+    for key in ("thresholds", "masks", "classes", "instance_ids"):
+        np.testing.assert_array_equal(getattr(ours, key).numpy(), getattr(ref, key).numpy(), err_msg=key)
+    np.testing.assert_allclose(ours.scores.numpy(), ref.scores.numpy(), rtol=1e-5)
