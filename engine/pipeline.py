@@ -19,7 +19,9 @@ import numpy as np
 import torch
 
 from engine import encoding
+from engine.c_kernels import assign as c_assign
 from engine.c_kernels import decode as c_decode
+from engine.c_kernels.assign import CStoredMasks
 from engine.classes import NYU40_IDS
 from engine.decoding import decode_masks_and_histograms
 from engine.model import DKNet, PointOutputs
@@ -49,11 +51,13 @@ MaskFactory = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor],
 def stored_masks(theta: torch.Tensor, mask_features: torch.Tensor, xyz_m: torch.Tensor,
                  centres_m: torch.Tensor) -> StoredMasks:
     """SPEC §8: the soft masks (N, I) float32 of all instances, computed and stored, with their Otsu
-    histograms (SPEC §9) counted on the way; on CPU by the fused C kernel (``engine.c_kernels.decode``)
-    where it builds, else in torch."""
-    if c_decode.runs_on(theta.device):
-        return StoredMasks(*c_decode.decode_masks_and_histograms(theta, mask_features, xyz_m, centres_m))
-    return StoredMasks(*decode_masks_and_histograms(theta, mask_features, xyz_m, centres_m))
+    histograms (SPEC §9) counted on the way. On CPU, where the C kernels build (``engine.c_kernels``),
+    the fused decoding kernel computes them and C row passes run post-processing's passes over them;
+    elsewhere torch does both."""
+    device = theta.device
+    decode = c_decode.decode_masks_and_histograms if c_decode.KERNELS.runs_on(device) else decode_masks_and_histograms
+    stored = CStoredMasks if c_assign.KERNELS.runs_on(device) else StoredMasks
+    return stored(*decode(theta, mask_features, xyz_m, centres_m))
 
 
 @dataclass(frozen=True)

@@ -156,14 +156,16 @@ class StoredMasks:
         return otsu_thresholds(hist)
 
     def threshold_pass(self, thresholds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        def threshold(block: torch.Tensor, buffer: torch.Tensor) -> None:
-            block.mul_(torch.ge(block, thresholds, out=buffer))
+        def threshold(block: torch.Tensor, best: torch.Tensor, which: torch.Tensor) -> None:
+            block.mul_(torch.ge(block, thresholds, out=torch.empty_like(block)))
+            torch_first_max(block, best, which)
 
         return assign_blocks(self.masks, thresholds, threshold, with_column_sums=True)
 
     def rescale_pass(self, cover: torch.Tensor, scaled_thresholds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        def rescale(block: torch.Tensor, _: torch.Tensor) -> None:
+        def rescale(block: torch.Tensor, best: torch.Tensor, which: torch.Tensor) -> None:
             torch.sqrt(block.mul_(cover).clamp_(min=ZERO_STANDIN), out=block)
+            torch_first_max(block, best, which)
 
         assignment, best, _ = assign_blocks(self.masks, scaled_thresholds, rescale)
         return assignment, best
@@ -175,14 +177,22 @@ class StoredMasks:
         return instance_sums(values, assignment, count)
 
 
-def assign_blocks(scores: torch.Tensor, thresholds: torch.Tensor,
-                   transform: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
-                   with_column_sums: bool = False):
-    """``assign``, in cache-sized blocks of points, each first rewritten in place by ``transform``
-    (block, scratch buffer of its shape) when given.
+RowPass = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None]
 
-    scores (N, I) float32 (overwritten by the transform). Returns (assignment (N,), best (N,),
-    column sums (I,) float32 of the transformed scores, or None). Blocks keep every temporary in
+
+def torch_first_max(rows: torch.Tensor, best: torch.Tensor, which: torch.Tensor) -> None:
+    """best (n,), which (n,) <- each row's first largest value and its column (rows (n, I))."""
+    torch.max(rows, dim=1, out=(best, which))
+
+
+def assign_blocks(scores: torch.Tensor, thresholds: torch.Tensor, row_pass: RowPass = torch_first_max,
+                  with_column_sums: bool = False):
+    """``assign``, in cache-sized blocks of ``ASSIGN_CHUNK`` points: ``row_pass(rows, best, which)``
+    rewrites each block of rows in place and writes each row's first largest value and its column
+    (by default it only finds them).
+
+    scores (N, I) float32 (overwritten by the row pass). Returns (assignment (N,), best (N,),
+    column sums (I,) float32 of the rewritten scores, or None). Blocks keep every temporary in
     cache and avoid boolean intermediates (slow on CPU); they run on ``engine.worker_threads``,
     and the column sums add the blocks' sums in block order (the same bits on any schedule).
     """
@@ -198,9 +208,7 @@ def assign_blocks(scores: torch.Tensor, thresholds: torch.Tensor,
         start = index * ASSIGN_CHUNK
         stop = min(start + ASSIGN_CHUNK, num_points)
         rows = scores[start:stop]
-        if transform is not None:
-            transform(rows, torch.empty_like(rows))
-        torch.max(rows, dim=1, out=(best[start:stop], which[start:stop]))
+        row_pass(rows, best[start:stop], which[start:stop])
         return rows.sum(dim=0) if with_column_sums else None
 
     block_sums = run_blocks(block, -(-num_points // ASSIGN_CHUNK), on_cpu=device.type == "cpu")

@@ -144,10 +144,10 @@ def kernels_description(session) -> str:
     if session.kernels.name == "torch":
         if session.device.type != "cpu":
             return "PyTorch"
-        from engine.c_kernels.decode import unavailable_reason
+        from engine.c_kernels import assign, decode
 
-        reason = unavailable_reason()
-        return "PyTorch, C decoding kernel" if reason is None else f"PyTorch (C decoding kernel off: {reason})"
+        reason = decode.KERNELS.unavailable_reason() or assign.KERNELS.unavailable_reason()
+        return "PyTorch + C kernels" if reason is None else f"PyTorch (C kernels off: {reason})"
     from kernels._triton import INTERPRETER
 
     return "Triton interpreter (slow; CPU testing only)" if INTERPRETER else "Triton (compiled)"

@@ -9,8 +9,10 @@ import pytest
 import torch
 
 from engine import encoding
+from engine.c_kernels import assign as c_assign
 from engine.c_kernels import build
 from engine.c_kernels import decode as c_decode
+from engine.c_kernels.assign import CStoredMasks
 from engine.decoding import decode_masks_and_histograms
 from engine.pipeline import (
     LaterStages,
@@ -20,7 +22,7 @@ from engine.pipeline import (
     run_post_processing,
     stored_masks,
 )
-from engine.postprocess import StoredMasks, level_counts, otsu_histograms
+from engine.postprocess import StoredMasks, level_counts, otsu_histograms, postprocess_masks
 from engine.scene_io import read_scene
 from engine.session import build_backbone
 from tests.test_decoding import literal_masks
@@ -34,8 +36,8 @@ REAL_SCENE = Path(__file__).resolve().parents[2] / "shared" / "scannet" / "scene
 # compilers' contraction choices and is 1/1000 of an Otsu level's width.
 ATOL = 1e-5
 
-pytestmark = pytest.mark.skipif(c_decode.unavailable_reason() is not None,
-                                reason=f"C kernel unavailable: {c_decode.unavailable_reason()}")
+pytestmark = pytest.mark.skipif(c_decode.KERNELS.unavailable_reason() is not None,
+                                reason=f"C kernels unavailable: {c_decode.KERNELS.unavailable_reason()}")
 
 
 def random_inputs(count: int, points: int, seed: int):
@@ -71,19 +73,22 @@ def test_levels_at_the_level_edges_equal_the_reference_codes():
     values = values.clamp(0, 1)
     masks = values.view(-1, 1).repeat(1, 3).contiguous()  # three instances, 303 points
     counts = torch.zeros(3 * 100, dtype=torch.int64)
-    c_decode._library().count_levels(masks.data_ptr(), masks.shape[0], 3, 100, counts.data_ptr())
+    c_decode.KERNELS.library().count_levels(masks.data_ptr(), masks.shape[0], 3, 100, counts.data_ptr())
     assert torch.equal(counts, level_counts(masks))
 
 
 def test_pipeline_decodes_with_the_kernel_and_the_switch_turns_it_off(monkeypatch):
     inputs = random_inputs(4, 300, seed=1)
-    assert c_decode.runs_on(torch.device("cpu"))
     kernel = stored_masks(*inputs)
-    torch.testing.assert_close(kernel.masks, c_decode.decode_masks_and_histograms(*inputs)[0], rtol=0, atol=0)
-    monkeypatch.setenv(c_decode.SWITCH, "0")
-    assert not c_decode.runs_on(torch.device("cpu"))
-    assert c_decode.unavailable_reason() == "DKNET_C_KERNELS=0"
-    assert torch.equal(stored_masks(*inputs).masks, decode_masks_and_histograms(*inputs)[0])
+    assert isinstance(kernel, CStoredMasks)
+    assert torch.equal(kernel.masks, c_decode.decode_masks_and_histograms(*inputs)[0])
+    monkeypatch.setenv(build.SWITCH, "0")
+    cpu = torch.device("cpu")
+    assert not c_decode.KERNELS.runs_on(cpu) and not c_assign.KERNELS.runs_on(cpu)
+    assert c_decode.KERNELS.unavailable_reason() == "DKNET_C_KERNELS=0"
+    reference = stored_masks(*inputs)
+    assert type(reference) is StoredMasks
+    assert torch.equal(reference.masks, decode_masks_and_histograms(*inputs)[0])
 
 
 def test_build_is_cached_and_a_missing_compiler_is_one_line(monkeypatch, tmp_path):
@@ -131,3 +136,40 @@ def test_same_instances_as_the_torch_decoding_on_a_real_scannet_scene(random_mod
     for key in ("thresholds", "masks", "classes", "instance_ids"):
         np.testing.assert_array_equal(getattr(ours, key).numpy(), getattr(ref, key).numpy(), err_msg=key)
     np.testing.assert_allclose(ours.scores.numpy(), ref.scores.numpy(), rtol=1e-5)
+
+
+def tied_masks(points: int, count: int, seed: int) -> torch.Tensor:
+    """(N, I) masks in [0, 1] on a coarse grid (many exact ties within a row), with exact zeros and ones."""
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randint(0, 9, (points, count), generator=g).float() / 8).contiguous()
+
+
+@pytest.mark.parametrize("points,count", [(0, 3), (1, 1), (5, 1), (7, 15), (9, 16), (33, 17), (4097, 40), (300, 150)])
+def test_row_passes_give_the_reference_bits(points, count):
+    g = torch.Generator().manual_seed(points * 31 + count)
+    masks = tied_masks(points, count, seed=points + count)
+    thresholds = torch.randint(0, 8, (count,), generator=g).float() / 8  # some 0, some equal to mask values
+    cover = torch.rand(count, generator=g)
+    cover[: count // 3] = 0  # every value of those instances goes to ZERO_STANDIN
+    ours, ref = CStoredMasks(masks.clone()), StoredMasks(masks.clone())
+    for got, expected in zip(ours.threshold_pass(thresholds), ref.threshold_pass(thresholds), strict=True):
+        assert torch.equal(got, expected)
+    assert torch.equal(ours.masks, ref.masks)
+    scaled = torch.sqrt(thresholds * cover)
+    for got, expected in zip(ours.rescale_pass(cover, scaled), ref.rescale_pass(cover, scaled), strict=True):
+        assert torch.equal(got, expected)
+    assert torch.equal(ours.masks, ref.masks)
+
+
+def test_post_processing_with_the_row_passes_equals_the_reference():
+    inputs = random_inputs(30, 6000, seed=11)
+    g = torch.Generator().manual_seed(12)
+    semantic_scores = torch.randn(6000, 20, generator=g)
+    object_idx = torch.nonzero(torch.rand(6000, generator=g) < 0.8).view(-1)
+    superpoints = torch.randint(0, 300, (6000,), generator=g)
+    masks, histograms = c_decode.decode_masks_and_histograms(*inputs)
+    ours = postprocess_masks(CStoredMasks(masks.clone(), histograms), semantic_scores, object_idx, superpoints)
+    ref = postprocess_masks(StoredMasks(masks.clone(), histograms), semantic_scores, object_idx, superpoints)
+    assert ours.masks.shape[0] > 0, "the case must keep instances"
+    for key in ("thresholds", "masks", "classes", "scores", "instance_ids"):
+        assert torch.equal(getattr(ours, key), getattr(ref, key)), key

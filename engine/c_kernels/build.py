@@ -1,11 +1,13 @@
-"""Compile a C kernel of this package for this machine, once, and load it (a leaf module).
+"""Compile a C kernel file of this package for this machine, once, and load it (a leaf module).
 
 The shared library is built with the system C compiler (``$CC``, else Python's, else ``cc``) at
 ``-O3 -march=native`` into ``$XDG_CACHE_HOME/dknet-engine/c_kernels`` (``~/.cache`` by default),
-named by a hash of the source, the compiler, the flags and this CPU's feature flags: a cache shared
-between machines never hands one CPU's instructions to another, and an edited source rebuilds.
-A build goes to a temporary file renamed into place, so concurrent processes can race safely.
-ctypes releases the GIL during each call, so ``engine.worker_threads`` blocks run the kernels at once.
+named by a hash of the source and the package's headers, the compiler, the flags and this CPU's
+feature flags: a cache shared between machines never hands one CPU's instructions to another, and
+an edited source rebuilds. A build goes to a temporary file renamed into place, so concurrent
+processes can race safely. ctypes releases the GIL during each call, so ``engine.worker_threads``
+blocks run the kernels at once. ``Kernels`` is one file's functions, loaded on first use;
+``DKNET_C_KERNELS=0`` turns them all off.
 """
 
 from __future__ import annotations
@@ -18,11 +20,13 @@ import shlex
 import subprocess
 import sysconfig
 import tempfile
+import threading
 from pathlib import Path
 
 SOURCE_DIR = Path(__file__).resolve().parent
 FLAG_SETS = (("-O3", "-march=native"), ("-O3",))  # the second for compilers without -march=native
 BUILD_TIMEOUT_S = 120
+SWITCH = "DKNET_C_KERNELS"  # "0": every C kernel off, the PyTorch reference runs
 
 
 class BuildError(RuntimeError):
@@ -55,7 +59,8 @@ def load_library(name: str) -> ctypes.CDLL:
     command = compiler()
     errors = []
     for flags in FLAG_SETS:
-        key = hashlib.sha256("\0".join([source.read_text(), *command, *flags, _cpu_features()]).encode())
+        texts = [path.read_text() for path in (source, *sorted(SOURCE_DIR.glob("*.h")))]
+        key = hashlib.sha256("\0".join([*texts, *command, *flags, _cpu_features()]).encode())
         library = cache_dir() / f"{name}-{key.hexdigest()[:16]}.so"
         if not library.is_file():
             try:
@@ -78,8 +83,8 @@ def _compile(command: list[str], flags: tuple[str, ...], source: Path, library: 
     except OSError as exc:
         raise BuildError(f"cannot write the kernel cache {library.parent}: {exc}") from None
     try:
-        done = subprocess.run([*command, *flags, "-std=gnu11", "-shared", "-fPIC", str(source), "-o", partial],
-                              capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
+        done = subprocess.run([*command, *flags, "-std=gnu11", "-shared", "-fPIC", f"-I{SOURCE_DIR}", str(source),
+                               "-o", partial], capture_output=True, text=True, timeout=BUILD_TIMEOUT_S)
     except (OSError, subprocess.TimeoutExpired) as exc:
         os.unlink(partial)
         raise BuildError(f"C compiler {' '.join(command)} did not run: {exc}") from None
@@ -88,3 +93,45 @@ def _compile(command: list[str], flags: tuple[str, ...], source: Path, library: 
         first = next((line for line in done.stderr.splitlines() if line.strip()), f"exit status {done.returncode}")
         raise BuildError(f"{' '.join(command)} failed on {source.name}: {first}")
     os.replace(partial, library)
+
+
+class Kernels:
+    """The functions of one C file of this package, built and loaded on first use (thread-safe).
+
+    ``signatures``: each function's ctypes argument types (the functions return nothing)."""
+
+    def __init__(self, name: str, signatures: dict[str, list]):
+        self.name = name
+        self.signatures = signatures
+        self._lock = threading.Lock()
+        self._loaded: tuple[ctypes.CDLL | None, str | None] | None = None
+
+    def _load(self) -> tuple[ctypes.CDLL | None, str | None]:
+        with self._lock:
+            if self._loaded is None:
+                try:
+                    library = load_library(self.name)
+                except BuildError as exc:
+                    self._loaded = None, str(exc)
+                else:
+                    for function, argtypes in self.signatures.items():
+                        getattr(library, function).argtypes = argtypes
+                    self._loaded = library, None
+            return self._loaded
+
+    def unavailable_reason(self) -> str | None:
+        """Why these kernels do not run here (the switch, or the build's one-line error), or None."""
+        if os.environ.get(SWITCH, "1") == "0":
+            return f"{SWITCH}=0"
+        return self._load()[1]
+
+    def runs_on(self, device) -> bool:
+        """Whether the kernels run for tensors on ``device`` (a torch.device): CPU, where they build."""
+        return device.type == "cpu" and self.unavailable_reason() is None
+
+    def library(self) -> ctypes.CDLL:
+        """The loaded library; BuildError where it cannot be built."""
+        library, reason = self._load()
+        if library is None:
+            raise BuildError(reason)
+        return library

@@ -7,16 +7,9 @@
  * broadcast from memory, eight hidden units at a time (eight independent FMA chains). The sum over
  * c runs in channel order and the sum over k in unit order, in float32.
  */
-#include <stdint.h>
 #include <string.h>
 
-#if defined(__AVX512F__)
-#define LANES 16
-#elif defined(__AVX__)
-#define LANES 8
-#else
-#define LANES 4
-#endif
+#include "lanes.h"
 
 #define CHANNELS 19
 #define HIDDEN 16
@@ -25,7 +18,7 @@
 typedef float vec __attribute__((vector_size(LANES * 4)));
 typedef int32_t ivec __attribute__((vector_size(LANES * 4)));
 
-static inline vec relu(vec h) { return (vec)((h > 0) & (ivec)h); }
+static inline vec relu(vec h) { return blend(h > 0, h, (vec){0}); }
 
 /* logits (rows [start, stop) of an (N, count) float32 matrix) from inputs_t (19, N) channel-major,
  * weight (count, 16, 19), bias (count, 16), w2 (count, 16), b2 (count). */

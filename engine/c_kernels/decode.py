@@ -10,56 +10,26 @@ the logits, ``torch.sigmoid_`` turns them into masks (the reference's own sigmoi
 rounding (the sums run in another order: tests/test_c_kernels.py states the tolerance); the
 histograms are exactly those of these masks.
 
-``DKNET_C_KERNELS=0`` turns the kernel off (the reference runs).
+``DKNET_C_KERNELS=0`` turns the C kernels off (the reference runs).
 """
 
 from __future__ import annotations
 
-import ctypes
-import os
-import threading
+from ctypes import c_int64, c_void_p
 
 import torch
 
-from engine.c_kernels.build import BuildError, load_library
+from engine.c_kernels.build import Kernels
 from engine.decoding import IN_CHANNELS, centred_parameters
 from engine.postprocess import OTSU_LEVELS
 from engine.worker_threads import run_blocks
 
 BLOCK_POINTS = 2048  # points per worker-thread task: masks (2048, I=150) float32 = 1.2 MB, cache-sized
-SWITCH = "DKNET_C_KERNELS"
 
-_lock = threading.Lock()
-_state: dict[str, object] = {}
-
-
-def _library() -> ctypes.CDLL | None:
-    with _lock:
-        if "library" not in _state:
-            try:
-                library = load_library("decode")
-            except BuildError as exc:
-                _state.update(library=None, reason=str(exc))
-            else:
-                pointer, size = ctypes.c_void_p, ctypes.c_int64
-                library.decode_logits.argtypes = [pointer, size, pointer, pointer, pointer, pointer, size, pointer,
-                                                  size, size]
-                library.count_levels.argtypes = [pointer, size, size, size, pointer]
-                _state.update(library=library, reason=None)
-        return _state["library"]
-
-
-def unavailable_reason() -> str | None:
-    """Why the fused kernel does not run here (switched off, or the build's one-line error), or None."""
-    if os.environ.get(SWITCH, "1") == "0":
-        return f"{SWITCH}=0"
-    _library()
-    return _state["reason"]
-
-
-def runs_on(device: torch.device) -> bool:
-    """Whether ``decode_masks_and_histograms`` runs the kernel for tensors on ``device``."""
-    return device.type == "cpu" and unavailable_reason() is None
+KERNELS = Kernels("decode", {
+    "decode_logits": [c_void_p, c_int64, c_void_p, c_void_p, c_void_p, c_void_p, c_int64, c_void_p, c_int64, c_int64],
+    "count_levels": [c_void_p, c_int64, c_int64, c_int64, c_void_p],
+})
 
 
 def decode_masks_and_histograms(theta: torch.Tensor, mask_features: torch.Tensor, xyz_m: torch.Tensor,
@@ -67,10 +37,8 @@ def decode_masks_and_histograms(theta: torch.Tensor, mask_features: torch.Tensor
                                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """theta (I, 337), mask_features (N, 16), xyz_m (N, 3), centres_m (I, 3), float32 on CPU
     -> (masks (N, I) float32, histograms (I, levels) int64). Raises BuildError where the kernel
-    cannot run (see ``runs_on``)."""
-    library = _library()
-    if library is None:
-        raise BuildError(_state["reason"])
+    cannot run (``KERNELS.runs_on``)."""
+    library = KERNELS.library()
     count, num_points = theta.shape[0], xyz_m.shape[0]
     masks = torch.empty(num_points, count, dtype=torch.float32)
     histograms = torch.zeros(count * levels, dtype=torch.int64)
@@ -78,7 +46,7 @@ def decode_masks_and_histograms(theta: torch.Tensor, mask_features: torch.Tensor
         return masks, histograms.view(count, levels)
     weight, bias, w2, b2 = (t.float().contiguous() for t in centred_parameters(theta, centres_m))
     inputs_t = torch.cat((mask_features.t(), xyz_m.t())).float().contiguous()  # (19, N)
-    assert inputs_t.shape == (IN_CHANNELS, num_points)
+    assert inputs_t.shape == (IN_CHANNELS, num_points) and count * levels < 2**31  # int32 level slots
 
     def block(index: int) -> torch.Tensor:
         start, stop = index * BLOCK_POINTS, min((index + 1) * BLOCK_POINTS, num_points)

@@ -71,8 +71,8 @@ def test_encoding(benchmark, model, scene):
 
 
 DECODERS = {"c_kernel": c_decode.decode_masks_and_histograms, "torch": decode_masks_and_histograms}
-c_kernel_only = pytest.mark.skipif(c_decode.unavailable_reason() is not None,
-                                   reason=f"C kernel unavailable: {c_decode.unavailable_reason()}")
+c_kernel_only = pytest.mark.skipif(c_decode.KERNELS.unavailable_reason() is not None,
+                                   reason=f"C kernels unavailable: {c_decode.KERNELS.unavailable_reason()}")
 
 
 @pytest.mark.parametrize("decoder", [pytest.param("c_kernel", marks=c_kernel_only), "torch"])
