@@ -15,6 +15,13 @@
   idle machine; no single setting (spin counts included) held up in both.
 * ``TRITON_DEFAULT_FP_FUSION`` (set by ``choose_triton_mode`` unless already set): ``1`` lets Triton
   contract a·b + c into FMAs, its current default, set explicitly (Triton 3.9 warns it will change).
+* ``DKNET_C_KERNELS`` (read by ``engine.c_kernels.build`` each time the pipeline chooses a path,
+  ``c_kernels_enabled``): ``0`` turns the C kernels off, so the CPU pipeline runs its plain PyTorch
+  reference; anything else, or unset, lets them run where they build.
+* ``CC`` (read by ``engine.c_kernels.build``, ``c_compiler``): the C compiler command that builds
+  the C kernels; default: the compiler Python was built with, else ``cc``.
+* ``XDG_CACHE_HOME`` (read by ``engine.c_kernels.build``, ``cache_home``): where the built C kernels
+  are kept (``$XDG_CACHE_HOME/dknet-engine/c_kernels``); default ``~/.cache``.
 * ``RAY_DATA_LOG_LEVEL`` (set to ``ERROR`` by ``engine.batch`` before it imports Ray Data, unless
   already set): Ray Data's own start/finish lines would otherwise interleave with the progress bar.
 
@@ -26,6 +33,8 @@ that this machine may not have).
 from __future__ import annotations
 
 import os
+import shlex
+import sysconfig
 from pathlib import Path
 
 CHECKPOINT = "DKNET_CHECKPOINT"
@@ -33,12 +42,30 @@ OMP_WAIT_POLICY = "OMP_WAIT_POLICY"
 TRITON_INTERPRET = "TRITON_INTERPRET"
 TRITON_DEFAULT_FP_FUSION = "TRITON_DEFAULT_FP_FUSION"
 RAY_DATA_LOG_LEVEL = "RAY_DATA_LOG_LEVEL"
+C_KERNELS = "DKNET_C_KERNELS"
+C_COMPILER = "CC"
+CACHE_HOME = "XDG_CACHE_HOME"
 
 
 def checkpoint_from_environment() -> Path | None:
     """``$DKNET_CHECKPOINT`` as a path, None when unset or empty."""
     value = os.environ.get(CHECKPOINT)
     return Path(value) if value else None
+
+
+def c_kernels_enabled() -> bool:
+    """False when ``$DKNET_C_KERNELS`` is ``0``."""
+    return os.environ.get(C_KERNELS, "1") != "0"
+
+
+def c_compiler() -> list[str]:
+    """The C compiler command: ``$CC``, else the one Python was built with, else ``cc``."""
+    return shlex.split(os.environ.get(C_COMPILER) or sysconfig.get_config_var("CC") or "cc")
+
+
+def cache_home() -> Path:
+    """``$XDG_CACHE_HOME``, else ``~/.cache``."""
+    return Path(os.environ.get(CACHE_HOME) or Path.home() / ".cache")
 
 
 def choose_triton_mode(cuda_available: bool) -> bool:

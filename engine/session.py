@@ -127,10 +127,16 @@ def build_session(args):
 
 def later_stages(kernels: str, device):
     """The ``engine.pipeline.LaterStages`` of ``--kernels`` (torch or triton) on ``device``: the seam
-    is the one place that imports the Triton kernels; UserError when they cannot run there."""
+    is the one place that imports the Triton kernels; UserError when they cannot run there. For
+    torch on CPU, the C kernels are built (or found in the cache) here."""
     from engine.pipeline import TORCH_STAGES, LaterStages
 
     if kernels == "torch":
+        if device.type == "cpu":  # build the C kernels now, not inside the first scene's timed stages
+            from engine.c_kernels import assign, decode
+
+            for c_kernels in (decode.KERNELS, assign.KERNELS):
+                c_kernels.unavailable_reason()  # loads them; a failure is reported by kernels_description
         return TORCH_STAGES
     prepare_triton(device)
     from kernels import encode

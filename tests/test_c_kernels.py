@@ -14,6 +14,7 @@ from engine.c_kernels import build
 from engine.c_kernels import decode as c_decode
 from engine.c_kernels.assign import CStoredMasks
 from engine.decoding import decode_masks_and_histograms
+from engine.environment import C_KERNELS
 from engine.pipeline import (
     LaterStages,
     run_backbone,
@@ -82,7 +83,7 @@ def test_pipeline_decodes_with_the_kernel_and_the_switch_turns_it_off(monkeypatc
     kernel = stored_masks(*inputs)
     assert isinstance(kernel, CStoredMasks)
     assert torch.equal(kernel.masks, c_decode.decode_masks_and_histograms(*inputs)[0])
-    monkeypatch.setenv(build.SWITCH, "0")
+    monkeypatch.setenv(C_KERNELS, "0")
     cpu = torch.device("cpu")
     assert not c_decode.KERNELS.runs_on(cpu) and not c_assign.KERNELS.runs_on(cpu)
     assert c_decode.KERNELS.unavailable_reason() == "DKNET_C_KERNELS=0"

@@ -1,13 +1,13 @@
-"""Compile a C kernel file of this package for this machine, once, and load it (a leaf module).
+"""Compile a C kernel file of this package for this machine, once, and load it (imports only ``engine.environment``).
 
-The shared library is built with the system C compiler (``$CC``, else Python's, else ``cc``) at
+The shared library is built with the system C compiler (``engine.environment.c_compiler``) at
 ``-O3 -march=native`` into ``$XDG_CACHE_HOME/dknet-engine/c_kernels`` (``~/.cache`` by default),
 named by a hash of the source and the package's headers, the compiler, the flags and this CPU's
 feature flags: a cache shared between machines never hands one CPU's instructions to another, and
 an edited source rebuilds. A build goes to a temporary file renamed into place, so concurrent
 processes can race safely. ctypes releases the GIL during each call, so ``engine.worker_threads``
 blocks run the kernels at once. ``Kernels`` is one file's functions, loaded on first use;
-``DKNET_C_KERNELS=0`` turns them all off.
+``DKNET_C_KERNELS=0`` turns them all off (``engine.environment``).
 """
 
 from __future__ import annotations
@@ -16,30 +16,25 @@ import ctypes
 import hashlib
 import os
 import platform
-import shlex
 import subprocess
-import sysconfig
 import tempfile
 import threading
 from pathlib import Path
 
+from engine.environment import C_KERNELS, c_compiler, c_kernels_enabled, cache_home
+
 SOURCE_DIR = Path(__file__).resolve().parent
 FLAG_SETS = (("-O3", "-march=native"), ("-O3",))  # the second for compilers without -march=native
 BUILD_TIMEOUT_S = 120
-SWITCH = "DKNET_C_KERNELS"  # "0": every C kernel off, the PyTorch reference runs
 
 
 class BuildError(RuntimeError):
     """The kernel could not be compiled or loaded here (no compiler, a compile error); one line."""
 
 
-def compiler() -> list[str]:
-    """The C compiler command: ``$CC``, else the one Python was built with, else ``cc``."""
-    return shlex.split(os.environ.get("CC") or sysconfig.get_config_var("CC") or "cc")
-
-
 def cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dknet-engine" / "c_kernels"
+    """Where built kernels are kept: ``$XDG_CACHE_HOME/dknet-engine/c_kernels``."""
+    return cache_home() / "dknet-engine" / "c_kernels"
 
 
 def _cpu_features() -> str:
@@ -56,7 +51,7 @@ def load_library(name: str) -> ctypes.CDLL:
     """The loaded shared library of ``<name>.c`` in this package, compiled on first use.
     Raises BuildError with the reason when it cannot be."""
     source = SOURCE_DIR / f"{name}.c"
-    command = compiler()
+    command = c_compiler()
     errors = []
     for flags in FLAG_SETS:
         texts = [path.read_text() for path in (source, *sorted(SOURCE_DIR.glob("*.h")))]
@@ -121,8 +116,8 @@ class Kernels:
 
     def unavailable_reason(self) -> str | None:
         """Why these kernels do not run here (the switch, or the build's one-line error), or None."""
-        if os.environ.get(SWITCH, "1") == "0":
-            return f"{SWITCH}=0"
+        if not c_kernels_enabled():
+            return f"{C_KERNELS}=0"
         return self._load()[1]
 
     def runs_on(self, device) -> bool:
