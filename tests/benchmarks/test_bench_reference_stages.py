@@ -23,6 +23,7 @@ import torch
 from engine.backbone.sparse_conv import linear
 from engine.budget import RTX3090_BUDGET_MS
 from engine.c_kernels import decode as c_decode
+from engine.c_kernels.assign import CStoredMasks
 from engine.checkpoint import randomize_weights
 from engine.decoding import decode_masks_and_histograms
 from engine.model import build_model
@@ -103,13 +104,17 @@ def test_decoding_arithmetic_floor(benchmark, size, instances):
     benchmark.pedantic(torch.mm, args=(a, b), rounds=5, warmup_rounds=1)
 
 
+@pytest.mark.parametrize("walks", [pytest.param("c_kernel", marks=c_kernel_only), "torch"])
 @pytest.mark.parametrize("instances", [50, 150])
 @pytest.mark.benchmark(group="post_processing")
-def test_post_processing(benchmark, scene, instances):
+def test_post_processing(benchmark, scene, instances, walks):
+    """Post-processing with its passes over the masks as C row walks (``CStoredMasks``, what the
+    CPU pipeline runs) and in torch (``StoredMasks``); the same bits either way."""
     _, backbone, encoded, segments = scene
     masks = run_decoding(backbone, _first_instances(encoded, instances)).masks  # (N, I), stored
+    stored = CStoredMasks if walks == "c_kernel" else StoredMasks
     benchmark.extra_info.update(budget_ms=RTX3090_BUDGET_MS["post_processing"], instances=int(masks.shape[1]))
-    benchmark.pedantic(run_post_processing, setup=lambda: ((StoredMasks(masks.clone()), backbone, segments), {}),
+    benchmark.pedantic(run_post_processing, setup=lambda: ((stored(masks.clone()), backbone, segments), {}),
                        rounds=5, warmup_rounds=1)
 
 
