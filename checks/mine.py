@@ -18,6 +18,7 @@ instead of ``kernels.mine.CHUNK``, which must not change anything.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -265,7 +266,9 @@ def far_outlier(check: Check, device: torch.device) -> None:
     xyz = rng.random((600, 3)) * 2
     xyz[0] = [1e4, -1e4, 3e3]
     grid = mine.CellGrid(torch.as_tensor(xyz, dtype=torch.float32, device=device), encoding.RADIUS_M)
-    check.that("the cells grew", grid.cell_m > 2 * encoding.RADIUS_M + 1e-3, f"{grid.cell_m} m")
+    cell_m, dims = float(grid.cell_m), grid.dims.tolist()
+    check.that("the cells grew", cell_m > 2 * encoding.RADIUS_M + 1e-3, f"{cell_m} m")
+    check.that("the box of cells fits the table", math.prod(dims) <= grid.table_cells, f"{dims}")
     check.that("the cell table stays O(No)", grid.cell_starts.numel() <= 8 * 600 + 1, str(grid.cell_starts.numel()))
     mine_both(check, device, xyz, rng.integers(0, 4, 600), softmax_heat(rng, 600), max_candidates=40)
 

@@ -42,17 +42,16 @@ launches steps in batches, ``FIRST_BATCH`` and then twice as many each time (nev
 ``min(chunk, TILE)`` positions), and reads the state (done, candidates accepted) once per batch;
 steps after the end find the state done and return at once. Triton launches: 1 + 2·(steps
 launched) + 1 (rows), besides torch's own for the setup (visit order, cell grid) and the rows'
-sorts. Host syncs: one per batch, the last of which also reads the candidate count, plus one for
-the scene's extent (to size the cell table). The synthetic rooms of the benchmarks (seed 0) end
-after 12 chunk launches at 150k points (61k object points) and 21 at 1M (384k object points),
-3-52 joiners per chunk: one batch, so two syncs in all.
+sorts. Host syncs: one per batch, the last of which also reads the candidate count; the cell grid
+is built on the device without one (``CellGrid``). The synthetic rooms of the benchmarks (seed 0)
+end after 12 chunk launches at 150k points (61k object points) and 21 at 1M (384k object points),
+3-52 joiners per chunk: one batch, so one sync in all.
 
 Extra memory: O(No) (grid arrays, visit order, visited flags) + O(chunk) + O(K · (max_fg + max_bg)).
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -67,6 +66,7 @@ SCAN = 1024  # positions per step of the chunk kernel's scan for unmarked positi
 TILE = 64  # chunk members decided together (a (TILE, TILE) neighbour tile)
 CHUNK = 1024  # undecided positions per chunk: fewer chunks (sequential steps) vs. longer chunk kernels
 FIRST_BATCH = 32  # steps launched before the first look at the state (a 384k object-point room needs 20)
+GRID_GROWTH_STEPS = 512  # cell edges tried (x1.25 each): 1.25^511 covers any float32 extent
 INTERPRETER_PROGRAMS = 3  # the interpreter runs programs one after another: few, but more than one
 LAUNCH_OPTIONS = {"num_warps": 4, "enable_fp_fusion": False}  # no contraction: d² rounds as the reference's
 COLUMNS = 16  # lanes for the 9 (x, y) columns of cells around q
@@ -387,13 +387,14 @@ def _chunk_kernel(order_ptr, visit_heat_ptr, thres_ptr, point_xyz_ptr, visited_p
 @jit
 def _visit_kernel(state_ptr, chunk_points_ptr, chunk_thresholds_ptr, chunk_accepted_ptr, heat_ptr, point_keys_ptr,
                   cells_ptr, cell_starts_ptr, ids_ptr, sorted_xyz_ptr, sorted_labels_ptr, rank_ptr, point_xyz_ptr,
-                  point_labels_ptr, visited_ptr, num_points, dim_y, dim_z, radius2, reach, local_thres, max_fg,
+                  point_labels_ptr, visited_ptr, num_points, grid_dims_ptr, radius2, reaches_ptr, local_thres, max_fg,
                   COLUMNS: tl.constexpr, BLOCK: tl.constexpr, DIGIT_BITS: tl.constexpr, DIGITS: tl.constexpr):
     """Grid (programs,): the visits of the last chunk's joiners (chunk_points, state[JOINERS] of
     them), strided over the programs. Each marks its R ball visited, and writes its foreground cap
     threshold (``_ball_threshold``) to chunk_thresholds and its local-maximum verdict (1: accepted)
     to chunk_accepted, both (chunk,) int32. heat (No,) float32 by object point; the grid arrays as
-    ``_ball_count``'s."""
+    ``_ball_count``'s; grid_dims (3,) int32 and reaches (2,) float32 as ``CellGrid``'s."""
+    dim_y, dim_z, reach = tl.load(grid_dims_ptr + 1), tl.load(grid_dims_ptr + 2), tl.load(reaches_ptr)
     for joiner in range(tl.program_id(0), tl.load(state_ptr + _JOINERS), tl.num_programs(0)):
         q = tl.load(chunk_points_ptr + joiner)
         run_offsets, shifts, lengths, total = _ball_runs(cell_starts_ptr, point_keys_ptr, cells_ptr, q, dim_y, dim_z,
@@ -417,14 +418,15 @@ def _visit_kernel(state_ptr, chunk_points_ptr, chunk_thresholds_ptr, chunk_accep
 @jit
 def _rows_kernel(state_ptr, candidate_points_ptr, candidate_thresholds_ptr, point_keys_ptr, cells_ptr,
                  cell_starts_ptr, ids_ptr, sorted_xyz_ptr, sorted_labels_ptr, point_xyz_ptr, point_labels_ptr,
-                 fg_rows_ptr, fg_counts_ptr, bg_rows_ptr, bg_counts_ptr, num_points, dim_y, dim_z, radius2,
-                 radius2_bg, reach_bg, max_fg, max_bg, COLUMNS: tl.constexpr, BLOCK: tl.constexpr,
+                 fg_rows_ptr, fg_counts_ptr, bg_rows_ptr, bg_counts_ptr, num_points, grid_dims_ptr, radius2,
+                 radius2_bg, reaches_ptr, max_fg, max_bg, COLUMNS: tl.constexpr, BLOCK: tl.constexpr,
                  DIGIT_BITS: tl.constexpr, DIGITS: tl.constexpr):
     """Grid (programs,): the rows of the state[ACCEPTED] candidates (candidate_points and their fg
-    cap thresholds, (K,) int32), strided over the programs, in one pass over the 2R ball (reach_bg
+    cap thresholds, (K,) int32), strided over the programs, in one pass over the 2R ball (reaches[1]
     in cell units) unless the background is over its cap: the kept foreground to fg_rows
     (K, max_fg), the first max_bg background points (other labels) to bg_rows (K, max_bg), in cell
     order, and their counts (K,) int32."""
+    dim_y, dim_z, reach_bg = tl.load(grid_dims_ptr + 1), tl.load(grid_dims_ptr + 2), tl.load(reaches_ptr + 1)
     for candidate in range(tl.program_id(0), tl.load(state_ptr + _ACCEPTED), tl.num_programs(0)):
         q = tl.load(candidate_points_ptr + candidate)
         fg_row_ptr = fg_rows_ptr + candidate * max_fg
@@ -448,30 +450,32 @@ def _rows_kernel(state_ptr, candidate_points_ptr, candidate_thresholds_ptr, poin
 
 class CellGrid:
     """Object points sorted into cubic cells of edge ``cell_m`` >= 2R + 1 mm, so that the 27 cells
-    around a point's cell hold its 2R ball, with a dense table of where each cell's points start.
-    The edge grows (by 1.25x steps) only when the scene's bounding box would need more than
-    ``max(8 No, 4096)`` cells (far-flung outliers), which keeps the table O(No)."""
+    around a point's cell hold its 2R ball, with a dense table of where each cell starts. Built on
+    the device with no host sync: the table always has ``max(8 No, 4096)`` cells (+ 1), and the
+    edge is the first of 2R + 1 mm, 1.25x that, 1.25² x that, ... whose box of cells (the scene's
+    bounding box, one margin cell on each side, one more for rounding) fits in it; it grows only
+    for far-flung outliers. ``dims`` (3,) int32 cells per axis, ``reaches`` (2,) float32: R and 2R
+    in cell units, the kernels' ball reaches."""
 
     def __init__(self, xyz_m: torch.Tensor, radius: float):
-        num = xyz_m.shape[0]
+        num, device = xyz_m.shape[0], xyz_m.device
+        self.table_cells = max(8 * num, 4096)
         origin = xyz_m.min(dim=0).values
-        extent_m = (xyz_m.max(dim=0).values - origin).tolist()  # the one sync of the setup
-        self.cell_m = 2 * radius + 1e-3
-        while math.prod(self._dims(extent_m)) > max(8 * num, 4096):
-            self.cell_m *= 1.25
-        self.dims = self._dims(extent_m)
-        self.cells = ((xyz_m - origin) / self.cell_m).contiguous()  # (No, 3) float32 positions in cell units
+        extent_m = (xyz_m.max(dim=0).values - origin).double()
+        edges_m = (2 * radius + 1e-3) * 1.25 ** torch.arange(GRID_GROWTH_STEPS, dtype=torch.float64, device=device)
+        boxes = torch.floor(extent_m / edges_m.unsqueeze(1)) + 4  # (steps, 3) cells per axis
+        first_fit = torch.argmax((boxes.prod(dim=1) <= self.table_cells).int())
+        self.cell_m = edges_m[first_fit]  # 0-d float64
+        self.dims = boxes[first_fit].int()
+        self.reaches = torch.stack((radius / self.cell_m, 2 * radius / self.cell_m)).float()
+        self.cells = ((xyz_m - origin) / self.cell_m.float()).contiguous()  # (No, 3) float32 in cell units
         index = self.cells.floor().int() + 1  # margins: neighbours of any cell stay inside the box
         self.point_keys = ((index[:, 0] * self.dims[1] + index[:, 1]) * self.dims[2] + index[:, 2]).contiguous()
         keys, by_cell = torch.sort(self.point_keys, stable=True)
         self.by_cell = by_cell  # (No,) int64 object points by cell, then by index
         self.ids = by_cell.to(torch.int32)
-        cells = torch.arange(math.prod(self.dims) + 1, dtype=torch.int32, device=xyz_m.device)
-        self.cell_starts = torch.searchsorted(keys, cells).to(torch.int32)  # (cells + 1,)
-
-    def _dims(self, extent_m: list[float]) -> list[int]:
-        """Cells per axis: the box's cells, one margin cell on each side, one more for rounding."""
-        return [math.floor(e / self.cell_m) + 4 for e in extent_m]
+        cells = torch.arange(self.table_cells + 1, dtype=torch.int32, device=device)
+        self.cell_starts = torch.searchsorted(keys, cells).to(torch.int32)  # (table_cells + 1,)
 
 
 def programs_for(device: torch.device) -> int:
@@ -505,8 +509,8 @@ def mine_candidates(xyz_m: torch.Tensor, labels: torch.Tensor, heat: torch.Tenso
 
     xyz_m (No, 3) float32, labels (No,) int, heat (No,) float32 and thres (1,) float32 as returned
     by ``engine.encoding.scan_heat``, all on one device; ``chunk``: positions decided per chunk
-    (any value >= 1 gives the same result). Host syncs: the scene's extent, and one per batch of
-    steps (module docstring): two in all for a scene whose scan ends within FIRST_BATCH steps.
+    (any value >= 1 gives the same result). Host syncs: one per batch of steps (module
+    docstring), so one in all for a scene whose scan ends within FIRST_BATCH steps.
     """
     device = xyz_m.device
     require_triton(device)
@@ -539,8 +543,8 @@ def mine_candidates(xyz_m: torch.Tensor, labels: torch.Tensor, heat: torch.Tenso
         chunk_args = (order.to(torch.int32), heat[order].contiguous(), thres.float(), xyz_m, visited, state,
                       torch.empty(chunk, dtype=torch.int32, device=device), chunk_points, chunk_thresholds,
                       chunk_accepted, points, candidate_thresholds, num, chunk, float(radius2), max_candidates)
-        visit_args = (state, chunk_points, chunk_thresholds, chunk_accepted, *ball_arrays, num, grid.dims[1],
-                      grid.dims[2], float(radius2), radius / grid.cell_m, local_thres, max_fg)
+        visit_args = (state, chunk_points, chunk_thresholds, chunk_accepted, *ball_arrays, num, grid.dims,
+                      float(radius2), grid.reaches, local_thres, max_fg)
 
         def step() -> None:
             _visit_kernel[programs](*visit_args, **constexprs, **LAUNCH_OPTIONS)
@@ -549,8 +553,8 @@ def mine_candidates(xyz_m: torch.Tensor, labels: torch.Tensor, heat: torch.Tenso
         _chunk_kernel[(1,)](*chunk_args, SCAN=SCAN, TILE=TILE, **LAUNCH_OPTIONS)
         count = _steps_until_done(step, state, max_steps=-(-num // min(chunk, TILE)))
         _rows_kernel[programs](state, points, candidate_thresholds, *ball_arrays[1:7], xyz_m, labels, rows_fg,
-                               counts_fg, rows_bg, counts_bg, num, grid.dims[1], grid.dims[2], float(radius2),
-                               float(np.float32(4) * radius2), 2 * radius / grid.cell_m, max_fg, max_bg,
+                               counts_fg, rows_bg, counts_bg, num, grid.dims, float(radius2),
+                               float(np.float32(4) * radius2), grid.reaches, max_fg, max_bg,
                                **constexprs, **LAUNCH_OPTIONS)
     counts_fg, counts_bg = counts_fg[:count].long(), counts_bg[:count].long()
     return PaddedCandidates(points[:count].long(), counts_fg.clone(),
@@ -568,11 +572,12 @@ def compile_cases(case: type) -> list:
     ints = ("state_ptr", "members_ptr", "chunk_points_ptr", "chunk_thresholds_ptr", "chunk_accepted_ptr",
             "candidate_points_ptr", "candidate_thresholds_ptr", "order_ptr", "point_keys_ptr", "cell_starts_ptr",
             "ids_ptr", "sorted_labels_ptr", "rank_ptr", "point_labels_ptr", "fg_rows_ptr", "fg_counts_ptr",
-            "bg_rows_ptr", "bg_counts_ptr")
-    floats = ("visit_heat_ptr", "thres_ptr", "heat_ptr", "cells_ptr", "sorted_xyz_ptr", "point_xyz_ptr")
+            "bg_rows_ptr", "bg_counts_ptr", "grid_dims_ptr")
+    floats = ("visit_heat_ptr", "thres_ptr", "heat_ptr", "cells_ptr", "sorted_xyz_ptr", "point_xyz_ptr",
+              "reaches_ptr")
     scalars = {**dict.fromkeys(ints, "*i32"), **dict.fromkeys(floats, "*fp32"), "visited_ptr": "*i8",
-               **dict.fromkeys(("num_points", "chunk", "dim_y", "dim_z", "max_candidates", "max_fg", "max_bg"), "i32"),
-               **dict.fromkeys(("radius2", "radius2_bg", "reach", "reach_bg", "local_thres"), "fp32")}
+               **dict.fromkeys(("num_points", "chunk", "max_candidates", "max_fg", "max_bg"), "i32"),
+               **dict.fromkeys(("radius2", "radius2_bg", "local_thres"), "fp32")}
 
     def specialization(name: str, kernel, constexprs: dict) -> object:
         types = {arg: scalars[arg] for arg in kernel.arg_names if arg not in constexprs}
