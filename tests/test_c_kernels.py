@@ -174,3 +174,13 @@ def test_post_processing_with_the_row_passes_equals_the_reference():
     assert ours.masks.shape[0] > 0, "the case must keep instances"
     for key in ("thresholds", "masks", "classes", "scores", "instance_ids"):
         assert torch.equal(getattr(ours, key), getattr(ref, key)), key
+
+
+def test_inputs_the_kernel_cannot_take_are_refused():
+    theta, features, xyz, centres = random_inputs(2, 10, seed=4)
+    with pytest.raises(ValueError, match="19 channels"):
+        c_decode.decode_masks_and_histograms(theta, features[:, :15], xyz, centres)
+    with pytest.raises(ValueError, match="int32 level slots"):
+        c_decode.decode_masks_and_histograms(theta, features, xyz, centres, levels=2**30)
+    with pytest.raises(ValueError, match="contiguous float32 CPU"):
+        CStoredMasks(tied_masks(5, 4, seed=0).t()).threshold_pass(torch.zeros(5))

@@ -38,15 +38,20 @@ def decode_masks_and_histograms(theta: torch.Tensor, mask_features: torch.Tensor
     """theta (I, 337), mask_features (N, 16), xyz_m (N, 3), centres_m (I, 3), float32 on CPU
     -> (masks (N, I) float32, histograms (I, levels) int64). Raises BuildError where the kernel
     cannot run (``KERNELS.runs_on``)."""
+    if any(t.device.type != "cpu" for t in (theta, mask_features, xyz_m, centres_m)):
+        raise ValueError("the C decoding kernel takes CPU tensors")
     library = KERNELS.library()
     count, num_points = theta.shape[0], xyz_m.shape[0]
+    if count * levels >= 2**31:
+        raise ValueError(f"{count} instances x {levels} levels overflow the kernel's int32 level slots")
     masks = torch.empty(num_points, count, dtype=torch.float32)
     histograms = torch.zeros(count * levels, dtype=torch.int64)
     if count == 0 or num_points == 0:
         return masks, histograms.view(count, levels)
     weight, bias, w2, b2 = (t.float().contiguous() for t in centred_parameters(theta, centres_m))
     inputs_t = torch.cat((mask_features.t(), xyz_m.t())).float().contiguous()  # (19, N)
-    assert inputs_t.shape == (IN_CHANNELS, num_points) and count * levels < 2**31  # int32 level slots
+    if inputs_t.shape != (IN_CHANNELS, num_points):
+        raise ValueError(f"mask features and coordinates of {num_points} points: {IN_CHANNELS} channels expected")
 
     def block(index: int) -> torch.Tensor:
         start, stop = index * BLOCK_POINTS, min((index + 1) * BLOCK_POINTS, num_points)
