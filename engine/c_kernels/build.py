@@ -52,9 +52,9 @@ def load_library(name: str) -> ctypes.CDLL:
     Raises BuildError with the reason when it cannot be."""
     source = SOURCE_DIR / f"{name}.c"
     command = c_compiler()
+    texts = [path.read_text() for path in (source, *sorted(SOURCE_DIR.glob("*.h")))]
     errors = []
     for flags in FLAG_SETS:
-        texts = [path.read_text() for path in (source, *sorted(SOURCE_DIR.glob("*.h")))]
         key = hashlib.sha256("\0".join([*texts, *command, *flags, _cpu_features()]).encode())
         library = cache_dir() / f"{name}-{key.hexdigest()[:16]}.so"
         if not library.is_file():
