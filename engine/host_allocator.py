@@ -8,6 +8,9 @@ process (2-core AMD EPYC, torch 2.13; ``docs/performance.md``), the native backb
 longer that way, on scenes of 18k to 145k voxels, than with ``keep_freed_blocks``: it raises the
 mmap and trim thresholds (``mallopt``), so freed blocks are reused from the heap. Peak memory is
 unchanged, but the process keeps its peak after a scene instead of returning it to the system.
+The threshold is just under 2 GiB (the most ``mallopt`` takes), so the next scene's decoding
+reuses the pages of the last one's (N, I) masks too (1.2 GB at 2M points x 150 instances): fresh
+pages cost the C decoding 0.35-0.5 s there on 2 cores (docs/performance.md).
 
 Process-wide and idempotent; a no-op (returning False) where the C library is not glibc.
 """
@@ -20,13 +23,13 @@ from functools import cache
 
 _M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
 _M_MMAP_THRESHOLD = -3
-_MMAP_THRESHOLD_BYTES = 1 << 30
+_MMAP_THRESHOLD_BYTES = (1 << 31) - 1  # mallopt takes an int: just under 2 GiB
 _TRIM_THRESHOLD_BYTES = (1 << 31) - 1
 
 
 @cache
 def keep_freed_blocks() -> bool:
-    """Serve allocations below 1 GiB from the heap and never trim it (glibc ``mallopt``)."""
+    """Serve allocations below 2 GiB from the heap and never trim it (glibc ``mallopt``)."""
     name = ctypes.util.find_library("c")
     if name is None:
         return False

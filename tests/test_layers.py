@@ -7,7 +7,8 @@ source with ``ast``, so nothing is executed). Layers, top down:
   importer of ray), ``export.onnx`` (the exporter and its command; nothing imports it), ``profiling``;
 * ``checks``: the kernels' test cases, which ``profiling.gpu_check`` and the tests run;
 * the seam: ``engine.session`` builds a ``Session`` (backbone x kernels); ``engine.pipeline`` runs it;
-* the stages and their backends: ``engine.backbone``, ``engine.encoding``, ..., ``kernels``, ``export``;
+* the stages and their backends: ``engine.backbone``, ``engine.encoding``, ..., ``engine.c_kernels``,
+  ``kernels``, ``export``;
 * leaves: ``engine.errors``, ``engine.classes``, ``engine.budget``, ``engine.atomic``,
   ``engine.environment``, ``engine.host_allocator``, ``engine.worker_threads``, ``engine.onednn``.
 """
