@@ -235,19 +235,24 @@ def instance_classes(assignment: torch.Tensor, labels: torch.Tensor, object_idx:
                      count: int) -> torch.Tensor:
     """Mode of the semantic label over each instance's assigned object points (ties: smallest
     label); ``INVALID_CLASS`` for an instance with none. -> (I,) int64."""
-    owner = assignment[object_idx]
-    keep = owner >= 0
-    votes = torch.bincount(owner[keep] * NUM_CLASSES + labels[object_idx][keep],
-                           minlength=count * NUM_CLASSES).view(count, NUM_CLASSES)
+    owner = assignment[object_idx] + 1  # 0: none, counted in a row of its own and dropped
+    votes = torch.bincount(owner * NUM_CLASSES + labels[object_idx], minlength=(count + 1) * NUM_CLASSES)
+    votes = votes.view(count + 1, NUM_CLASSES)[1:]
     classes = votes.argmax(dim=1)
     return torch.where(votes.sum(dim=1) > 0, classes, torch.full_like(classes, INVALID_CLASS))
 
 
+def instance_sizes(assignment: torch.Tensor, count: int) -> torch.Tensor:
+    """Assigned points per instance -> (I,) int64."""
+    return torch.bincount(assignment + 1, minlength=count + 1)[1:]
+
+
 def instance_sums(values: torch.Tensor, assignment: torch.Tensor, count: int) -> torch.Tensor:
-    """Σ of ``values`` (N,) over each instance's assigned points -> (I,), in the dtype of ``values``."""
-    keep = assignment >= 0
-    sums = torch.zeros(count, dtype=values.dtype, device=values.device)
-    return sums.index_add_(0, assignment[keep], values[keep])
+    """Σ of ``values`` (N,) over each instance's assigned points -> (I,), in the dtype of ``values``.
+    Unassigned points (-1) are summed into a slot of their own, then dropped: no boolean indexing,
+    and each instance's points are added in the same order as before."""
+    sums = torch.zeros(count + 1, dtype=values.dtype, device=values.device)
+    return sums.index_add_(0, assignment + 1, values)[1:]
 
 
 def refine_with_superpoints(assignment: torch.Tensor, superpoints: torch.Tensor, count: int) -> torch.Tensor:
@@ -308,7 +313,7 @@ def postprocess_masks(masks: MaskSource, semantic_scores: torch.Tensor, object_i
     scaled_thresholds = torch.sqrt(thresholds * cover)
     assignment, best = masks.rescale_pass(cover, scaled_thresholds)
     # 5: keep instances with more than MIN_POINTS points; assign among them.
-    sizes = torch.bincount(assignment[assignment >= 0], minlength=count)
+    sizes = instance_sizes(assignment, count)
     ids = torch.nonzero(sizes > MIN_POINTS).view(-1)
     if ids.numel() == 0:
         return _nothing_kept(thresholds, num_points)
@@ -316,7 +321,7 @@ def postprocess_masks(masks: MaskSource, semantic_scores: torch.Tensor, object_i
     # 6: score = sqrt(mean M'' * mean class probability) over assigned points; keep > MIN_SCORE.
     n = ids.numel()
     classes = classes[ids]
-    sizes = torch.bincount(assignment[assignment >= 0], minlength=n).float() + 1e-6
+    sizes = instance_sizes(assignment, n).float() + 1e-6
     mask_mean = masks.instance_sums(best, assignment, n) / sizes
     prob = torch.zeros(num_points, device=best.device)
     members = torch.nonzero(assignment >= 0).view(-1)  # softmax only where a probability is used
