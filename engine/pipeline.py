@@ -4,8 +4,10 @@ Each stage is one function here; ``infer_scene`` times them with the stage bound
 paper's Table S3, and the benchmarks call the same functions. A ``Session`` holds the two
 independent choices of a run: the backbone (``engine.backbone``: native, spconv, or an exported
 graph) and the kernels of the later stages: ``torch`` (plain, vectorized PyTorch and NumPy for
-the sequential mining scan; the reference every optimized path is tested against) or ``triton``
-(the Triton kernels of ``kernels`` for encoding, mining included, decoding and post-processing).
+the sequential mining scan; the reference every optimized path is tested against; on CPU,
+decoding and post-processing's passes over the masks run the C kernels of ``engine.c_kernels``
+where they build, tested against that reference) or ``triton`` (the Triton kernels of ``kernels``
+for encoding, mining included, decoding and post-processing).
 """
 
 from __future__ import annotations
