@@ -25,7 +25,7 @@ from checks.case import Cases, Check
 from checks.decode import on, random_inputs
 from engine import postprocess
 from engine.decoding import decode_masks
-from engine.postprocess import ZERO_STANDIN
+from engine.postprocess import ZERO_STANDIN, rounded_sqrt_
 from kernels.assign import best_instances, instance_sums
 
 TOLERANCE = 1e-6
@@ -45,7 +45,7 @@ def reference_values(inputs: tuple[torch.Tensor, ...], thresholds: torch.Tensor,
     masks = decode_masks(*inputs)
     values = torch.where(masks >= thresholds, masks, torch.zeros_like(masks))
     if cover is not None:
-        values = torch.sqrt((values * cover).clamp(min=ZERO_STANDIN))
+        values = rounded_sqrt_((values * cover).clamp(min=ZERO_STANDIN))
     return values
 
 

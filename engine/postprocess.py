@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
+import numpy as np
 import torch
 
 from engine.classes import INVALID_CLASS, NUM_CLASSES
@@ -82,6 +83,20 @@ def otsu_thresholds(hist: torch.Tensor) -> torch.Tensor:
     return torch.where(best_sigma > 0, thresholds, torch.zeros_like(thresholds))
 
 
+def rounded_sqrt_(values: torch.Tensor) -> torch.Tensor:
+    """``values`` <- their square roots, correctly rounded (IEEE 754), in place; returns ``values``.
+
+    The official code's CUDA ``sqrt`` and the Triton kernels' ``sqrt_rn`` round correctly; torch's
+    CPU ``sqrt`` (MKL's vector math) does not: one float32 input in five of [0, 1) came out an ulp
+    off on an AMD Zen 5, and which ones can depend on the CPU MKL dispatches for. On CPU this is
+    NumPy's (the hardware instruction); elsewhere torch's."""
+    if values.device.type == "cpu":
+        array = values.numpy()
+        np.sqrt(array, out=array)
+        return values
+    return values.sqrt_()
+
+
 def _min_nonzero(thresholds: torch.Tensor) -> torch.Tensor | None:
     nonzero = thresholds[thresholds != 0]
     return nonzero.min() if nonzero.numel() else None
@@ -130,7 +145,8 @@ class MaskSource(Protocol):
         column sums Σ_n M'[n, i] (I,) float32)."""
 
     def rescale_pass(self, cover: torch.Tensor, scaled_thresholds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Values ← sqrt(max(M' · cover, ZERO_STANDIN)) (cover (I,)); ``assign`` with the scaled
+        """Values ← sqrt(max(M' · cover, ZERO_STANDIN)) (cover (I,); the sqrt correctly rounded, as
+        ``rounded_sqrt_``); ``assign`` with the scaled
         thresholds (I,). -> (assignment (N,) int64, best (N,) float32)."""
 
     def best_among(self, points: torch.Tensor, instances: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -164,7 +180,7 @@ class StoredMasks:
 
     def rescale_pass(self, cover: torch.Tensor, scaled_thresholds: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         def rescale(block: torch.Tensor, best: torch.Tensor, which: torch.Tensor) -> None:
-            torch.sqrt(block.mul_(cover).clamp_(min=ZERO_STANDIN), out=block)
+            rounded_sqrt_(block.mul_(cover).clamp_(min=ZERO_STANDIN))
             torch_first_max(block, best, which)
 
         assignment, best, _ = assign_blocks(self.masks, scaled_thresholds, rescale)
@@ -306,11 +322,12 @@ def postprocess_masks(masks: MaskSource, semantic_scores: torch.Tensor, object_i
     covered = masks.instance_sums(best.double(), assignment, count).floor().float()
     cover = (covered / (kept_sums + 1e-6)).clamp(max=1.0)
     # 4: M'' = sqrt(M' * cover), T'' = sqrt(T * cover); assign.
-    # Zeros are raised to ZERO_STANDIN before the sqrt (CPU sqrt of 0.0 is ~7x slower than of a
-    # normal number). This changes no result: sqrt(ZERO_STANDIN) = 1e-15 is below every non-zero
+    # Every sqrt here is correctly rounded (``rounded_sqrt_``), as the official code's on CUDA.
+    # Zeros are raised to ZERO_STANDIN before the sqrt (MKL's CPU sqrt of 0.0 was ~7x slower than of
+    # a normal number). This changes no result: sqrt(ZERO_STANDIN) = 1e-15 is below every non-zero
     # T'' (>= sqrt(0.01 / N)), so such a point stays unassigned whichever instance wins the tie,
     # and only assigned points' values are used afterwards.
-    scaled_thresholds = torch.sqrt(thresholds * cover)
+    scaled_thresholds = rounded_sqrt_(thresholds * cover)
     assignment, best = masks.rescale_pass(cover, scaled_thresholds)
     # 5: keep instances with more than MIN_POINTS points; assign among them.
     sizes = instance_sizes(assignment, count)
@@ -328,7 +345,7 @@ def postprocess_masks(masks: MaskSource, semantic_scores: torch.Tensor, object_i
     member_class = classes.clamp(max=NUM_CLASSES - 1)[assignment[members]]
     prob[members] = semantic_scores[members].softmax(dim=1).gather(1, member_class.unsqueeze(1)).squeeze(1)
     prob_mean = masks.instance_sums(prob, assignment, n) / sizes
-    scores = torch.sqrt(torch.where(classes == INVALID_CLASS, torch.zeros_like(mask_mean), mask_mean * prob_mean))
+    scores = rounded_sqrt_(torch.where(classes == INVALID_CLASS, torch.zeros_like(mask_mean), mask_mean * prob_mean))
     confident = torch.nonzero(scores > MIN_SCORE).view(-1)
     if confident.numel() == 0:
         return _nothing_kept(thresholds, num_points)

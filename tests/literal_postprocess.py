@@ -3,9 +3,15 @@ masks (I, N) — the official test script's structure, with none of the engine's
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from engine.classes import INVALID_CLASS
+
+
+def _sqrt(values: torch.Tensor) -> torch.Tensor:
+    """Correctly rounded, as the official code's CUDA sqrt (NumPy's; torch's CPU sqrt is not)."""
+    return torch.from_numpy(np.sqrt(values.numpy()))
 
 
 def _assign(scores: torch.Tensor, thresholds: torch.Tensor) -> torch.Tensor:
@@ -35,8 +41,8 @@ def literal_postprocess(masks, semantic_scores, object_idx, superpoints, thresho
     for i in range(count):
         numerator = float(int(masks[i, assignment == i].double().sum()))  # lands in an integer tensor
         cover[i] = min(1.0, numerator / (kept[i].sum() + 1e-6))
-    kept = torch.sqrt(kept * cover.unsqueeze(1))
-    thresholds = torch.sqrt(thresholds * cover)
+    kept = _sqrt(kept * cover.unsqueeze(1))
+    thresholds = _sqrt(thresholds * cover)
     assignment = _assign(kept, thresholds)
     sizes = torch.tensor([(assignment == i).sum() for i in range(count)])
     ids = torch.nonzero(sizes > 100).view(-1)
@@ -50,7 +56,7 @@ def literal_postprocess(masks, semantic_scores, object_idx, superpoints, thresho
         if classes[i] == INVALID_CLASS:
             continue
         scores[i] = kept[i, members].sum() / n * (probs[members, classes[i]].sum() / n)
-    scores = torch.sqrt(scores)
+    scores = _sqrt(scores)
     confident = scores > 0.1
     ids, kept, thresholds, scores = ids[confident], kept[confident], thresholds[confident], scores[confident]
     assignment = _assign(kept, thresholds)

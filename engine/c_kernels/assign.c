@@ -1,8 +1,11 @@
-/* Post-processing's passes over the stored masks (SPEC §10 steps 1 and 4): each row's first largest
- * value and its column, and the threshold pass fused into that walk. The arithmetic is the
- * reference's (engine/postprocess.py, StoredMasks) element by element: a compare and a select, then
- * a max, which is exact in any order. So the results are the same bits.
+/* Post-processing's two passes over the stored masks (SPEC §10 steps 1 and 4), each fused into one
+ * walk over a block of rows: rewrite the values, then find each row's first largest value and its
+ * column. The arithmetic is the reference's (engine/postprocess.py, StoredMasks) element by
+ * element: a compare and a select; a multiply, a max with the zero stand-in and a correctly
+ * rounded sqrt (IEEE sqrtf, vectorized without errno); the row maximum is exact in any order. So
+ * the results are the same bits.
  */
+#include <math.h>
 #include <string.h>
 
 #include "lanes.h"
@@ -39,7 +42,15 @@ void threshold_rows(float *values, int64_t rows, int64_t count, const float *thr
   }
 }
 
-/* Each row's first largest value and its column (the reference's torch.max over a row). */
-void first_max_rows(const float *values, int64_t rows, int64_t count, float *best, int64_t *which) {
-  for (int64_t n = 0; n < rows; ++n) first_max(values + n * count, count, best + n, which + n);
+/* values (rows, count) <- sqrt(max(value * cover[i], zero_standin)) (step 4, M''). */
+void rescale_rows(float *values, int64_t rows, int64_t count, const float *cover, float zero_standin, float *best,
+                  int64_t *which) {
+  for (int64_t n = 0; n < rows; ++n) {
+    float *row = values + n * count;
+    for (int64_t i = 0; i < count; ++i) {
+      const float scaled = row[i] * cover[i];
+      row[i] = sqrtf(scaled < zero_standin ? zero_standin : scaled);
+    }
+    first_max(row, count, best + n, which + n);
+  }
 }
