@@ -42,7 +42,7 @@ def profile(args) -> ProfileReport:
     from engine.outputs import write_scene_outputs
     from engine.pipeline import infer_scene
     from engine.scene_io import read_scene
-    from engine.session import build_session
+    from engine.session import build_session, kernels_description
     from engine.stage_timer import StageTimer
     from engine.superpoints import superpoints_for_scene
     from profiling.devices import device_throughput
@@ -80,6 +80,7 @@ def profile(args) -> ProfileReport:
         io_ms=io_ms,
         peak_memory_mb={"host": _peak_host_mb(),
                         "device": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None},
+        later_stages=kernels_description(session),
     )
 
 
@@ -91,7 +92,7 @@ def render(report: ProfileReport) -> None:
     scene, tp = report.scene, report.throughput
     console.print(f"{scene['name']}: {scene['points']} points, {scene['voxels']} voxels, {scene['candidates']} "
                   f"candidates, {scene['instances']} instances; backbone {report.backbone}, kernels "
-                  f"{report.kernels}; {len(report.runs)} runs",
+                  f"{report.kernels} ({report.later_stages}); {len(report.runs)} runs",
                   markup=False, soft_wrap=True)
     normalized = report.normalized
     if normalized:

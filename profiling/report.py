@@ -57,6 +57,7 @@ class ProfileReport:
     runs: list[dict[str, float]]  # stage -> ms, one dict per timed run
     io_ms: dict[str, float] = field(default_factory=dict)  # read, superpoints, write (outside the budget)
     peak_memory_mb: dict[str, float | None] = field(default_factory=dict)  # host, device
+    later_stages: str = ""  # how they ran, e.g. "PyTorch + C kernels" (engine.session.kernels_description)
 
     def stages(self) -> dict[str, StageStats]:
         return {s: summarize(self.runs, RTX3090_BUDGET_MS[s], self.throughput, s) for s in STAGES}
@@ -86,6 +87,7 @@ class ProfileReport:
             "scene": self.scene,
             "backbone": self.backbone,
             "kernels": self.kernels,
+            "later_stages": self.later_stages,
             "device": {"name": self.throughput.name, "fp32_tflops": self.throughput.fp32_tflops,
                        "memory_gbps": self.throughput.memory_gbps, "throughput_source": self.throughput.source,
                        "speed_vs_rtx3090": self.throughput.speed_vs_rtx3090,

@@ -48,8 +48,8 @@ def test_stage_arithmetic():
 
 def test_json_schema():
     data = _report([{s: 1.0 for s in STAGES}]).to_json()
-    assert set(data) == {"schema_version", "scene", "backbone", "kernels", "device", "repeats", "stages", "total",
-                         "io_ms", "peak_memory_mb"}
+    assert set(data) == {"schema_version", "scene", "backbone", "kernels", "later_stages", "device", "repeats",
+                         "stages", "total", "io_ms", "peak_memory_mb"}
     assert set(data["stages"]) == set(STAGES)
     for entry in [*data["stages"].values(), data["total"]]:
         assert {"ms", "budget_ms", "ratio", "verdict", "normalized_budget_ms", "normalized_ratio",
@@ -92,6 +92,7 @@ def test_cli_writes_json(tmp_path, capsys):
     assert data["device"]["type"] == "cpu" and data["stages"]["backbone"]["normalized_verdict"] is None
     assert data["repeats"] == 2 and data["scene"]["points"] == scene.num_points
     assert data["backbone"].startswith("native") and data["kernels"] == "torch"
+    assert data["later_stages"].startswith("PyTorch") and f"kernels torch ({data['later_stages']})" in out
     assert data["peak_memory_mb"]["host"] > 0
     assert set(data["io_ms"]) == {"read", "superpoints", "write"}
 
