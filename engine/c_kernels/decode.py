@@ -49,15 +49,18 @@ def decode_masks_and_histograms(theta: torch.Tensor, mask_features: torch.Tensor
     if count == 0 or num_points == 0:
         return masks, histograms.view(count, levels)
     weight, bias, w2, b2 = (t.float().contiguous() for t in centred_parameters(theta, centres_m))
-    inputs_t = torch.cat((mask_features.t(), xyz_m.t())).float().contiguous()  # (19, N)
-    if inputs_t.shape != (IN_CHANNELS, num_points):
+    mask_features, xyz_m = mask_features.float(), xyz_m.float()
+    if mask_features.shape[1] + xyz_m.shape[1] != IN_CHANNELS or mask_features.shape[0] != num_points:
         raise ValueError(f"mask features and coordinates of {num_points} points: {IN_CHANNELS} channels expected")
 
     def block(index: int) -> torch.Tensor:
         start, stop = index * BLOCK_POINTS, min((index + 1) * BLOCK_POINTS, num_points)
-        library.decode_logits(inputs_t.data_ptr(), num_points, weight.data_ptr(), bias.data_ptr(), w2.data_ptr(),
-                              b2.data_ptr(), count, masks.data_ptr(), start, stop)
-        rows = masks[start:stop].sigmoid_()
+        # The block's inputs channel-major (19, n), transposed here in cache, on this block's thread.
+        inputs_t = torch.cat((mask_features[start:stop].t(), xyz_m[start:stop].t())).contiguous()
+        rows = masks[start:stop]
+        library.decode_logits(inputs_t.data_ptr(), stop - start, weight.data_ptr(), bias.data_ptr(), w2.data_ptr(),
+                              b2.data_ptr(), count, rows.data_ptr(), 0, stop - start)
+        rows.sigmoid_()
         counts = torch.zeros(count * levels, dtype=torch.int64)
         library.count_levels(rows.data_ptr(), stop - start, count, levels, counts.data_ptr())
         return counts
