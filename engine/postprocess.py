@@ -265,8 +265,8 @@ def instance_sizes(assignment: torch.Tensor, count: int) -> torch.Tensor:
 
 def instance_sums(values: torch.Tensor, assignment: torch.Tensor, count: int) -> torch.Tensor:
     """Σ of ``values`` (N,) over each instance's assigned points -> (I,), in the dtype of ``values``.
-    Unassigned points (-1) are summed into a slot of their own, then dropped: no boolean indexing,
-    and each instance's points are added in the same order as before."""
+    Unassigned points (-1) are summed into a slot of their own, then dropped (no boolean indexing);
+    each instance's points are added in point order."""
     sums = torch.zeros(count + 1, dtype=values.dtype, device=values.device)
     return sums.index_add_(0, assignment + 1, values)[1:]
 
