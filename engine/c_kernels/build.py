@@ -55,9 +55,10 @@ def load_library(name: str) -> ctypes.CDLL:
     source = SOURCE_DIR / f"{name}.c"
     command = c_compiler()
     texts = [path.read_text() for path in (source, *sorted(SOURCE_DIR.glob("*.h")))]
+    machine = _cpu_features()
     errors = []
     for flags in FLAG_SETS:
-        key = hashlib.sha256("\0".join([*texts, *command, *flags, _cpu_features()]).encode())
+        key = hashlib.sha256("\0".join([*texts, *command, *flags, machine]).encode())
         library = cache_dir() / f"{name}-{key.hexdigest()[:16]}.so"
         if not library.is_file():
             try:
