@@ -133,10 +133,9 @@ def later_stages(kernels: str, device):
 
     if kernels == "torch":
         if device.type == "cpu":  # build the C kernels now, not inside the first scene's timed stages
-            from engine.c_kernels import assign, decode
+            from engine.c_kernels import unavailable_reason
 
-            for c_kernels in (decode.KERNELS, assign.KERNELS):
-                c_kernels.unavailable_reason()  # loads them; a failure is reported by kernels_description
+            unavailable_reason()  # a failure is reported by kernels_description
         return TORCH_STAGES
     prepare_triton(device)
     from kernels import encode
@@ -150,9 +149,9 @@ def kernels_description(session) -> str:
     if session.kernels.name == "torch":
         if session.device.type != "cpu":
             return "PyTorch"
-        from engine.c_kernels import assign, decode
+        from engine.c_kernels import unavailable_reason
 
-        reason = decode.KERNELS.unavailable_reason() or assign.KERNELS.unavailable_reason()
+        reason = unavailable_reason()
         return "PyTorch + C kernels" if reason is None else f"PyTorch (C kernels off: {reason})"
     from kernels._triton import INTERPRETER
 
