@@ -4,11 +4,11 @@ without its (points, 16·I) hidden activations ever leaving registers.
 
 The PyTorch reference computes the first layer as a K = 19 GEMM whose (n, 16·I) output must be
 written and read back twice; this kernel is bound by its multiply-adds instead (docs/performance.md).
-Points go in blocks of ``BLOCK_POINTS`` over ``engine.worker_threads``: per block the kernel writes
-the logits, ``torch.sigmoid_`` turns them into masks (the reference's own sigmoid), and
-``count_levels`` counts them while they are in cache. The masks equal the reference's to float32
-rounding (the sums run in another order: tests/test_c_kernels.py states the tolerance); the
-histograms are exactly those of these masks.
+Points go in blocks of ``BLOCK_POINTS`` over ``engine.worker_threads``: per block the inputs are
+transposed to channel-major in cache, the kernel writes the logits, ``torch.sigmoid_`` turns them
+into masks (the reference's own sigmoid), and ``count_levels`` counts them while they are in cache.
+The masks equal the reference's to float32 rounding (the sums run in another order:
+tests/test_c_kernels.py states the tolerance); the histograms are exactly those of these masks.
 
 ``DKNET_C_KERNELS=0`` turns the C kernels off (the reference runs).
 """
